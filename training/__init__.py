@@ -1,0 +1,1 @@
+"""Shared training machinery: one linear train loop, checkpoints, metric writers."""

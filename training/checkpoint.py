@@ -1,0 +1,91 @@
+"""Atomic, resumable checkpoints with orbax (V0 CheckpointManager API).
+
+Two managers under `WORKDIR/checkpoints/`:
+  last/  the latest `keep` checkpoints, written every `save_every` steps (resume point);
+  best/  one checkpoint, replaced when the configured validation metric improves.
+Each step folder holds the state pytree and a JSON `meta` item (config, fitted
+preprocessing, metric values). Orbax writes into a temporary folder and renames it
+on commit, so a killed run never leaves a half-written checkpoint that looks valid.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                         cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+
+
+class Checkpoints:
+  """Last-k and best-by-metric checkpoints of a training state pytree."""
+
+  def __init__(self, workdir: str, *, keep: int = 2, best_metric: str | None = None,
+               best_mode: str = "min"):
+    if best_mode not in ("min", "max"):
+      raise ValueError(f"config.checkpoint.best_mode must be 'min' or 'max', got {best_mode!r}")
+    root = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.last = _manager(os.path.join(root, "last"), keep)
+    self.best = _manager(os.path.join(root, "best"), 1) if best_metric else None
+    self.best_metric = best_metric
+    self.best_mode = best_mode
+    self.best_value = math.inf if best_mode == "min" else -math.inf
+    if self.best is not None and self.best.latest_step() is not None:
+      meta = self.best.restore(self.best.latest_step(),
+                               args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+      self.best_value = float(meta["metrics"][best_metric])
+
+  def latest_step(self) -> int | None:
+    return self.last.latest_step()
+
+  def save(self, step: int, state: Any, meta: dict) -> None:
+    self.last.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def improves(self, metrics: dict) -> bool:
+    if self.best is None:
+      return False
+    if self.best_metric not in metrics:
+      raise KeyError(f"config.checkpoint.best_metric={self.best_metric!r} is not among the "
+                     f"evaluation metrics {sorted(metrics)}")
+    value = float(metrics[self.best_metric])
+    if not math.isfinite(value):
+      return False
+    return value < self.best_value if self.best_mode == "min" else value > self.best_value
+
+  def save_best(self, step: int, state: Any, meta: dict, metrics: dict) -> None:
+    """Saves `state` as the best checkpoint if `metrics` improve on the best so far."""
+    if not self.improves(metrics):
+      return
+    self.best_value = float(metrics[self.best_metric])
+    meta = dict(meta, metrics={k: float(v) for k, v in metrics.items()})
+    self.best.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def restore(self, template: Any, *, which: str = "last", step: int | None = None):
+    """Restores (state, meta) with the dtypes, shapes and shardings of `template`."""
+    manager = self.last if which == "last" else self.best
+    if manager is None:
+      raise ValueError("no best checkpoint: config.checkpoint.best_metric is not set")
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no {which!r} checkpoint in {manager.directory}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return restored.state, restored.meta
+
+  def has_best(self) -> bool:
+    return self.best is not None and self.best.latest_step() is not None
+
+  def close(self) -> None:
+    for manager in (self.last, self.best):
+      if manager is not None:
+        manager.wait_until_finished()
+        manager.close()

@@ -1,0 +1,151 @@
+"""The one training loop every method uses (big_vision / flax-examples style).
+
+A method supplies a `Task` (see `training.tasks`); this module owns the rest:
+  * state = {"step", "params", "opt_state", "rng"}, a plain pytree;
+  * a jit-compiled, donated train step; per-step RNG = fold_in(rng, step);
+  * periodic evaluation; checkpoints of the last k steps and of the best
+    validation metric (orbax, atomic); automatic resume from WORKDIR;
+  * metrics to WORKDIR/metrics.jsonl and TensorBoard; a progress bar with rate/ETA;
+  * a NaN/Inf guard that stops naming the step and metric, leaving the last good
+    checkpoint untouched;
+  * a final evaluation (best checkpoint when there is one) into WORKDIR/metrics.json.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from training import checkpoint as checkpoint_lib
+from training import optim
+from training import tasks as tasks_lib
+from training import writers
+
+
+class NonFiniteError(FloatingPointError):
+  """A training metric became NaN or Inf."""
+
+
+def _train_step(loss_fn, tx, state, batch):
+  rng = jax.random.fold_in(state["rng"], state["step"])
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, rng)
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
+  new_state = dict(step=state["step"] + 1, params=params, opt_state=opt_state, rng=state["rng"])
+  return new_state, metrics
+
+
+def _check_finite(history: list[tuple[int, dict]], last_good: int | None) -> None:
+  for step, metrics in history:
+    for name in sorted(metrics, key=lambda k: (k != "loss", k)):
+      value = metrics[name]
+      if not np.all(np.isfinite(value)):
+        raise NonFiniteError(
+            f"training stopped: metric '{name}' is {np.ravel(value)[0]} at step {step}. "
+            f"The last good checkpoint (step {last_good}) is left untouched; lower "
+            "config.optim.lr or enable config.optim.grad_clip and resume.")
+
+
+def _flush(writer, history, last_good):
+  """Checks and writes the train metrics accumulated since the last flush."""
+  if not history:
+    return {}
+  history = jax.device_get(history)
+  _check_finite(history, last_good)
+  mean = {k: float(np.mean([m[k] for _, m in history])) for k in history[-1][1]}
+  writer.write(history[-1][0], mean, "train")
+  return mean
+
+
+def init_state(task, config, rng) -> tuple[dict, optax.GradientTransformation]:
+  init_rng, train_rng = jax.random.split(rng)
+  params = task.init(init_rng, task.example_batch())
+  tx = optim.make_optimizer(config.optim, config.num_steps)
+  state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+               rng=train_rng)
+  return state, tx
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       task: Any | None = None) -> dict:
+  """Trains `config.task` in `workdir`, resuming if a checkpoint is there.
+
+  Returns the final evaluation metrics (also written to WORKDIR/metrics.json).
+  """
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  writers.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  task = task if task is not None else tasks_lib.make_task(config, workdir)
+  state, tx = init_state(task, config, jax.random.key(config.seed))
+  ckpt_cfg = config.checkpoint
+  ckpts = checkpoint_lib.Checkpoints(workdir, keep=ckpt_cfg.keep,
+                                     best_metric=ckpt_cfg.get("best_metric") or None,
+                                     best_mode=ckpt_cfg.get("best_mode", "min"))
+  start = ckpts.latest_step()
+  if start is not None:
+    state, _ = ckpts.restore(state)
+    logging.info("Resumed from %s at step %d", ckpts.last.directory, start)
+  start = start or 0
+  meta = dict(task.meta(), config=config.to_dict())
+  writer = writers.MetricWriter(workdir, resume_step=start)
+  train_step = jax.jit(functools.partial(_train_step, task.loss, tx), donate_argnums=0)
+
+  eval_rng = jax.random.key(config.seed + 1)
+  batches = task.train_batches(start)
+  history: list[tuple[int, dict]] = []
+  last_good = start if start else None
+  bar = tqdm.tqdm(total=config.num_steps, initial=start, desc="train", unit="step",
+                  dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+  t0, s0 = time.time(), start
+  try:
+    for step in range(start + 1, config.num_steps + 1):
+      state, metrics = train_step(state, next(batches))
+      history.append((step, metrics))
+      bar.update(1)
+      is_last = step == config.num_steps
+      save = step % ckpt_cfg.save_every == 0 or is_last
+      evaluate = step % config.eval_every == 0 or is_last
+      if step % config.log_every == 0 or save or evaluate:
+        mean = _flush(writer, history, last_good)
+        history = []
+        rate = (step - s0) / max(time.time() - t0, 1e-9)
+        bar.set_postfix(loss=f"{mean['loss']:.4g}")
+        logging.info("step %d/%d loss %.5g (%.2f steps/s, ETA %.0f s)", step, config.num_steps,
+                     mean["loss"], rate, (config.num_steps - step) / max(rate, 1e-9))
+      if evaluate:
+        val = task.evaluate(state["params"], jax.random.fold_in(eval_rng, step), "val",
+                            final=False, workdir=workdir)
+        writer.write(step, val, "val")
+        if ckpts.best is not None:
+          ckpts.save_best(step, state, meta, val)
+      if save:
+        ckpts.save(step, state, meta)
+        last_good = step
+    ckpts.last.wait_until_finished()
+    params, used = state["params"], "last"
+    if ckpts.has_best():
+      ckpts.best.wait_until_finished()
+      params, used = ckpts.restore(state, which="best")[0]["params"], "best"
+  finally:
+    bar.close()
+    writer.close()
+    ckpts.close()
+  final = {}
+  for split in config.get("final_eval_splits", ("val", "test")):
+    res = task.evaluate(params, eval_rng, split, final=True, workdir=workdir)
+    final.update({f"{split}/{k}": v for k, v in res.items()})
+  final["checkpoint"] = used
+  final["step"] = int(config.num_steps)
+  writers.write_json(os.path.join(workdir, "metrics.json"), final)
+  return final

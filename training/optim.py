@@ -1,0 +1,41 @@
+"""Optimisers and learning-rate schedules from `config.optim`."""
+from __future__ import annotations
+
+import optax
+
+
+def make_schedule(cfg, num_steps: int) -> optax.Schedule:
+  warmup = int(cfg.get("warmup_steps", 0))
+  name = cfg.get("schedule", "constant")
+  if name == "constant":
+    main = optax.constant_schedule(cfg.lr)
+  elif name == "cosine":
+    main = optax.cosine_decay_schedule(cfg.lr, max(1, num_steps - warmup),
+                                       alpha=cfg.get("min_lr", 0.0) / cfg.lr)
+  elif name == "step":
+    main = optax.exponential_decay(cfg.lr, transition_steps=cfg.decay_steps,
+                                   decay_rate=cfg.get("decay_rate", 0.1), staircase=True)
+  else:
+    raise ValueError(f"config.optim.schedule: unknown schedule {name!r} "
+                     "(choose constant, cosine or step)")
+  if warmup:
+    return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warmup), main], [warmup])
+  return main
+
+
+def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
+  """AdamW / Adam / SGD (Nesterov optional) with optional global-norm clipping."""
+  lr = make_schedule(cfg, num_steps)
+  name = cfg.name
+  if name == "adamw":
+    tx = optax.adamw(lr, weight_decay=cfg.get("weight_decay", 0.0))
+  elif name == "adam":
+    tx = optax.adam(lr)
+  elif name == "sgd":
+    tx = optax.chain(optax.add_decayed_weights(cfg.get("weight_decay", 0.0)),
+                     optax.sgd(lr, momentum=cfg.get("momentum", 0.9),
+                               nesterov=cfg.get("nesterov", False)))
+  else:
+    raise ValueError(f"config.optim.name: unknown optimiser {name!r} (choose adamw, adam or sgd)")
+  clip = cfg.get("grad_clip", 0.0)
+  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
