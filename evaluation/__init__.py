@@ -1,0 +1,1 @@
+"""Evaluation metrics and paper-ready plots shared by every method."""

@@ -1,0 +1,1 @@
+"""MCSDR: conditional score-based diffusion regression of LVEF (Flax/JAX)."""
