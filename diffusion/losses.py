@@ -1,0 +1,39 @@
+"""Forward noising and the ε-prediction objective (MCSDR Eq. 6, DDPM's L_simple)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from diffusion.schedule import VPSchedule
+
+NoiseFn = Callable[[jax.Array, tuple, jnp.dtype], jnp.ndarray]
+
+
+def gaussian_noise(key, shape, dtype=jnp.float32):
+  return jax.random.normal(key, shape, dtype)
+
+
+def _expand(a, like):
+  return a.reshape(a.shape + (1,) * (like.ndim - a.ndim))
+
+
+def q_sample(schedule: VPSchedule, y0, t, noise):
+  """y_t = √ᾱ_t·y0 + √(1−ᾱ_t)·ε for integer t of shape y0.shape[:t.ndim]."""
+  ab = _expand(schedule.alphas_cumprod[t], y0)
+  return jnp.sqrt(ab) * y0 + jnp.sqrt(1.0 - ab) * noise
+
+
+def eps_loss(schedule: VPSchedule, eps_fn: Callable, y0, key, *,
+             noise_fn: NoiseFn = gaussian_noise):
+  """E_{t,ε}‖ε − ε_θ(y_t, t)‖² (Eq. 6), t ~ U{0..T−1} per batch item.
+
+  `eps_fn(y_t, t)` predicts ε; y0 has a leading batch axis; `noise_fn` draws ε
+  (LaMoD passes smoothed noise). Returns the mean over all elements.
+  """
+  t_key, n_key = jax.random.split(key)
+  t = jax.random.randint(t_key, (y0.shape[0],), 0, schedule.num_steps)
+  noise = noise_fn(n_key, y0.shape, y0.dtype)
+  pred = eps_fn(q_sample(schedule, y0, t, noise), t)
+  return jnp.mean((pred - noise) ** 2)

@@ -1,0 +1,113 @@
+"""Diffusion core against closed forms: Gaussian data has an exact ε-predictor,
+under which DDIM and the probability-flow ODE are affine maps known in closed form."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffusion import losses, samplers, schedule as schedule_lib
+
+MU, SD = 0.7, 0.5
+SCHED = schedule_lib.linear_schedule()
+AB = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))  # float64 reference
+
+
+def exact_eps_discrete(y, t):
+  """E[ε | y_t] for y0 ~ N(MU, SD²) at integer t."""
+  ab = SCHED.alphas_cumprod[t]
+  v = ab * SD ** 2 + 1 - ab
+  return jnp.sqrt(1 - ab) * (y - jnp.sqrt(ab) * MU) / v
+
+
+def exact_eps_continuous(y, label):
+  ab = SCHED.alpha_bar_continuous(label / 999.0)
+  v = ab * SD ** 2 + 1 - ab
+  return jnp.sqrt(1 - ab) * (y - jnp.sqrt(ab) * MU) / v
+
+
+def test_schedule_values_and_continuous_form():
+  np.testing.assert_allclose(SCHED.alphas_cumprod, AB, rtol=1e-5)
+  assert np.sqrt(AB[-1]) == pytest.approx(0.00635, rel=2e-3)  # Reference note: √ᾱ_999.
+  assert float(SCHED.beta_continuous(0.0)) == pytest.approx(0.1)
+  assert float(SCHED.beta_continuous(1.0)) == pytest.approx(20.0)
+  s = (np.arange(1000) + 1) / 1000
+  np.testing.assert_allclose(np.log(SCHED.alpha_bar_continuous(s)), np.log(AB), rtol=0.02, atol=3e-4)
+
+
+def test_ddim_timesteps():
+  np.testing.assert_array_equal(samplers.ddim_timesteps(1000, 10),
+                                [999, 899, 799, 699, 599, 499, 399, 299, 199, 99, -1])
+  np.testing.assert_array_equal(samplers.ddim_timesteps(1000, 10, "leading"),
+                                [900, 800, 700, 600, 500, 400, 300, 200, 100, 0, -1])
+  with pytest.raises(ValueError, match="spacing"):
+    samplers.ddim_timesteps(1000, 10, "middle")
+
+
+def test_ddim_equals_closed_form_affine_map():
+  """With η = 0 and the exact predictor each step is affine; compare to float64 numpy."""
+  key = jax.random.key(0)
+  y0, traj = samplers.ddim_sample(exact_eps_discrete, SCHED, key, (64,), num_steps=10,
+                                  return_trajectory=True)
+  y = np.asarray(traj[0], np.float64)
+  ts = samplers.ddim_timesteps(1000, 10)
+  for t, tp in zip(ts[:-1], ts[1:]):
+    ab, abp = AB[t], (AB[tp] if tp >= 0 else 1.0)
+    v = ab * SD ** 2 + 1 - ab
+    c = (np.sqrt(abp * ab) * SD ** 2 + np.sqrt((1 - abp) * (1 - ab))) / v
+    y = np.sqrt(abp) * MU + c * (y - np.sqrt(ab) * MU)
+  np.testing.assert_allclose(y0, y, rtol=1e-4, atol=1e-4)
+  assert traj.shape == (11, 64)
+
+
+def test_samplers_reproduce_gaussian_mean_and_variance():
+  n = 4000
+  key = jax.random.key(1)
+  ddpm = jax.jit(lambda k: samplers.ddpm_sample(exact_eps_discrete, SCHED, k, (n,))[0])(key)
+  ode = samplers.pf_ode_sample(exact_eps_continuous, SCHED, key, (n,))[0]
+  ddim100 = samplers.ddim_sample(exact_eps_discrete, SCHED, key, (n,), num_steps=100)[0]
+  se_mean, se_sd = SD / np.sqrt(n), SD / np.sqrt(2 * n)
+  for name, y in [("ddpm", ddpm), ("pf_ode", ode), ("ddim100", ddim100)]:
+    assert abs(float(jnp.mean(y)) - MU) < 4 * se_mean, name
+    assert abs(float(jnp.std(y)) - SD) < 4 * se_sd + 0.01, name
+
+
+def test_pf_ode_matches_closed_form_flow_and_euler_converges():
+  """For Gaussian data the PF-ODE flow is y(s) = √ᾱ(s)μ + √(v(s)/v(1))·(y(1) − √ᾱ(1)μ)."""
+  key = jax.random.key(2)
+  y1 = jax.random.normal(key, (32,))
+  def closed(s):
+    ab = lambda u: float(SCHED.alpha_bar_continuous(u))
+    v = lambda u: ab(u) * SD ** 2 + 1 - ab(u)
+    return np.sqrt(ab(s)) * MU + np.sqrt(v(s) / v(1.0)) * (np.asarray(y1) - np.sqrt(ab(1.0)) * MU)
+  s_end = 1e-2
+  adaptive = samplers.pf_ode_sample(exact_eps_continuous, SCHED, key, (32,), s_end=s_end,
+                                    denoise=False)[0]
+  np.testing.assert_allclose(adaptive, closed(s_end), atol=2e-4)
+  errs = [float(jnp.max(jnp.abs(samplers.pf_ode_sample(
+      exact_eps_continuous, SCHED, key, (32,), solver="euler", num_steps=n, s_end=s_end,
+      denoise=False)[0] - closed(s_end)))) for n in (50, 100, 200)]
+  orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+  assert np.all(orders > 0.8) and np.all(orders < 1.3), (errs, orders)  # First order.
+
+
+def test_eps_loss_of_exact_predictor_is_posterior_variance():
+  """With the exact predictor the loss equals E[Var(ε|y_t)], a closed form."""
+  y0 = MU + SD * jax.random.normal(jax.random.key(3), (20000,))
+  loss = losses.eps_loss(SCHED, exact_eps_discrete, y0, jax.random.key(4))
+  # Var(ε | y_t) = 1 − (1−ᾱ)/(ᾱs² + 1 − ᾱ), averaged over uniform t.
+  expected = np.mean(1 - (1 - AB) / (AB * SD ** 2 + 1 - AB))
+  assert float(loss) == pytest.approx(expected, rel=0.05)
+
+
+def test_vmapped_samples_equal_loop_and_noise_fn_is_used():
+  keys = jax.random.split(jax.random.key(5), 4)
+  f = lambda k: samplers.ddim_sample(exact_eps_discrete, SCHED, k, (3,), eta=0.5)[0]
+  batched = jax.jit(jax.vmap(f))(keys)
+  looped = jnp.stack([f(k) for k in keys])
+  np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-6)
+  zeros = lambda key, shape, dtype: jnp.zeros(shape, dtype)
+  y, _ = samplers.ddim_sample(exact_eps_discrete, SCHED, keys[0], (3,), noise_fn=zeros)
+  y_ref, _ = samplers.ddim_sample(exact_eps_discrete, SCHED, keys[1], (3,), noise_fn=zeros)
+  np.testing.assert_array_equal(y, y_ref)  # Prior from noise_fn: key no longer matters.
