@@ -73,15 +73,19 @@ class ReadResult:
   skips: SkipLog
   notes: dict[str, int] = dataclasses.field(default_factory=dict)
 
-  def summary(self) -> str:
+  def _counts(self) -> str:
     by_split = collections.Counter(r.split for r in self.records)
     parts = [f"{len(self.records)} records (" + ", ".join(
         f"{s} {by_split.get(s, 0)}" for s in ("train", "val", "test")) + ")"]
     parts += [f"{n} {what}" for what, n in self.notes.items() if n]
-    return f"{self.skips.name}: " + "; ".join(parts) + ". " + self.skips.summary()
+    return f"{self.skips.name}: " + "; ".join(parts)
+
+  def summary(self) -> str:
+    """Counts per split, notes and skips; never file names."""
+    return f"{self._counts()}\n{self.skips.summary()}"
 
   def log_summary(self) -> None:
-    logging.info(self.summary())
+    logging.info(self._counts())
     self.skips.log_summary()
 
 
@@ -92,6 +96,12 @@ def normalize_name(name: str) -> str:
   """File name -> key: strips whitespace and a trailing '.avi' (any case)."""
   name = str(name).strip()
   return name[:-4] if name.lower().endswith(".avi") else name
+
+
+def normalize_names(names: pd.Series) -> pd.Series:
+  """Vectorised `normalize_name`."""
+  unique = pd.unique(names)
+  return names.map(dict(zip(unique, map(normalize_name, unique))))
 
 
 def read_table(path: str | os.PathLike, columns: Iterable[str]) -> pd.DataFrame:
@@ -134,7 +144,10 @@ def numeric_column(df: pd.DataFrame, column: str, path: str | os.PathLike, *,
   empty-but-required, non-integer (with `integer`) or out-of-range value.
   """
   text = df[column]
-  values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+  try:  # Fast path; any unparsable cell falls back to the per-cell check below.
+    values = text.astype(np.float64).to_numpy()
+  except (ValueError, TypeError):
+    values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
   empty = text.str.lower().isin(_MISSING_TEXT).to_numpy()
   checks = [
       (~np.isnan(values) | empty, "is not a number"),
@@ -217,7 +230,7 @@ def read_tracings(path: str | os.PathLike, columns: tuple[str, ...],
   coord_cols = columns[1:-1]
   coords = np.stack([numeric_column(df, c, path, required=True) for c in coord_cols], axis=1) \
       if len(df) else np.zeros((0, len(coord_cols)))
-  keys = df["FileName"].map(normalize_name).to_numpy()
+  keys = normalize_names(df["FileName"]).to_numpy()
   out: dict[str, dict[int, np.ndarray]] = collections.defaultdict(dict)
   if len(df):
     groups = pd.DataFrame({"k": keys, "f": frame}).groupby(["k", "f"], sort=False).indices
@@ -229,7 +242,7 @@ def read_tracings(path: str | os.PathLike, columns: tuple[str, ...],
 def _read_filelist(path: pathlib.Path, columns: tuple[str, ...]):
   """(table, normalised keys, EF) of a FileList; keys unique, EF a number in 0..100."""
   df = read_table(path, columns)
-  keys = df["FileName"].map(normalize_name)
+  keys = normalize_names(df["FileName"])
   check_unique(keys, path)
   return df, keys, numeric_column(df, "EF", path, required=True, lo=0, hi=100)
 

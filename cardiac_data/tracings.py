@@ -37,7 +37,8 @@ def polygon_area(poly_xy: np.ndarray) -> float:
   """Unsigned shoelace area of a closed polygon (M, 2) in pixels^2."""
   p = np.asarray(poly_xy, np.float64)
   x, y = p[:, 0], p[:, 1]
-  return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+  cross = np.dot(x[:-1], y[1:]) - np.dot(y[:-1], x[1:]) + x[-1] * y[0] - y[-1] * x[0]
+  return 0.5 * abs(float(cross))
 
 
 def rasterize_polygon(poly_xy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

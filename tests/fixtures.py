@@ -85,6 +85,13 @@ def _cycle(num_frames: int, ed: int, es: int, big: tuple, small: tuple) -> list[
   return out
 
 
+def _scale_ellipse(e: tuple, size: tuple[int, int]) -> tuple:
+  """(cx, cy, a, b) on the 112 grid -> the same ellipse on a (h, w) frame (pixel centres)."""
+  h, w = size
+  return ((e[0] + 0.5) * w / 112 - 0.5, (e[1] + 0.5) * h / 112 - 0.5, e[2] * w / 112,
+          e[3] * h / 112)
+
+
 # ------------------------------------------------------------------------- EchoNet-Dynamic
 
 
@@ -121,9 +128,7 @@ def write_echonet_dynamic(root: str | os.PathLike, num_videos: int = 6, *, num_f
     edv, esv = 60.0 + 10 * i, 25.0 + 3 * i
     ef = round(100 * (edv - esv) / edv, 2)
     fps = 50.0
-    scale = lambda e, w=w, h=h: ((e[0] + 0.5) * w / 112 - 0.5, (e[1] + 0.5) * h / 112 - 0.5,
-                                 e[2] * w / 112, e[3] * h / 112)
-    ellipses = [scale(e) for e in _cycle(num_frames, ed, es, big, small)]
+    ellipses = [_scale_ellipse(e, (h, w)) for e in _cycle(num_frames, ed, es, big, small)]
     video_lib.write_video(root / "Videos" / f"{key}.avi", lv_video(num_frames, (h, w), ellipses,
                                                                    seed=i), fps)
     filelist.append([key + (".avi" if avi_in_filelist else ""), ef, esv, edv, h, w, fps,
@@ -162,12 +167,14 @@ def pediatric_name(i: int, rng: np.random.Generator) -> str:
 def write_echonet_pediatric(root: str | os.PathLike, num_videos: int = 6, *, view: str = "A4C",
                             nested: bool = False, with_videos: bool = True,
                             folds: Sequence[int] | None = None, num_frames: int = 16,
+                            sizes: dict[int, tuple[int, int]] | None = None,
                             avi_in_tracings: bool = True, seed: int = 0) -> PediatricFixture:
   """EchoNet-Pediatric layout `<view>/{FileList.csv, VolumeTracings.csv, Videos/}`.
 
   With `nested`, the view folder is `root/pediatric_echo_avi/pediatric_echo_avi/<view>`
   as the zip extracts. Fold of video i is `folds[i]` (default i % 10). Row 1
-  has an empty Height and row 2 a 'NaN' Weight (missing attributes).
+  has an empty Height and row 2 a 'NaN' Weight (missing attributes). `sizes[i]`
+  makes video i that size (tracings stay on the 112 grid).
   """
   root = pathlib.Path(root)
   base = root / "pediatric_echo_avi" / "pediatric_echo_avi" if nested else root
@@ -188,9 +195,10 @@ def write_echonet_pediatric(root: str | os.PathLike, num_videos: int = 6, *, vie
     big = (55.0, 57.0, 20.0 - i % 3, 30.0)
     small = (55.0, 59.0, big[2] * 0.7, 25.0)
     if with_videos:
+      h, w = (sizes or {}).get(i, (112, 112))
+      ellipses = [_scale_ellipse(e, (h, w)) for e in _cycle(num_frames, ed, es, big, small)]
       video_lib.write_video(view_dir / "Videos" / name,
-                            lv_video(num_frames, (112, 112), _cycle(num_frames, ed, es, big, small),
-                                     seed=100 + i), 50.0)
+                            lv_video(num_frames, (h, w), ellipses, seed=100 + i), 50.0)
     filelist.append([name, ef, sex, age, "NaN" if weight is None else weight,
                      "" if height is None else height, folds[i]])
     points = {ed: np.round(ellipse_points(*big), 3), es: np.round(ellipse_points(*small), 3)}

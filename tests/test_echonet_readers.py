@@ -344,6 +344,28 @@ def test_pediatric_no_diastolic_and_missing_video(tmp_path):
   assert gone not in {r.key for r in result.records}
 
 
+def test_pediatric_not_112_and_unreadable_video(tmp_path):
+  fx = fixtures.write_echonet_pediatric(tmp_path, 3, sizes={0: (96, 128)})
+  bad = echonet.normalize_name(fx.filelist[2][0])
+  (fx.view_dir / "Videos" / f"{bad}.avi").write_bytes(b"not an avi")
+  result = echonet.read_echonet_pediatric(fx.root)
+  assert result.notes[echonet.NOTE_NOT_112] == 1 and result.notes[echonet.NOTE_NOT_PROBED] == 1
+  recs = {r.key: r for r in result.records}
+  big = recs[echonet.normalize_name(fx.filelist[0][0])]
+  assert (big.height, big.width, big.num_frames) == (96, 128, 16)
+  exp = fx.expected[big.key]
+  np.testing.assert_allclose(
+      big.traces[exp["ed"]],
+      tracings.scale_polygon(exp["points"][exp["ed"]], (112, 112), (96, 128)), atol=1e-4)
+  m = clips.load_masks(big)[exp["ed"]]
+  clip = clips.load_clip(big)
+  assert m.shape == (96, 128) and clip[exp["ed"]][m == 1].mean() < 60 < clip[exp["ed"]][m == 0].mean()
+  # The unreadable one is kept for the builder, whose decode raises (a counted skip there).
+  assert recs[bad].height == -1
+  with pytest.raises(VideoDecodeError, match=bad):
+    clips.load_clip(recs[bad])
+
+
 def test_pediatric_duplicate_rows(tmp_path):
   fx = fixtures.write_echonet_pediatric(tmp_path, 3, with_videos=False)
   rows = fx.filelist + [[echonet.normalize_name(fx.filelist[0][0]), *fx.filelist[0][1:]]]
