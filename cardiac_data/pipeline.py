@@ -241,7 +241,8 @@ def _num_attributes(source: Sequence[Mapping[str, Any]]) -> int:
 
 def make_dataset(source: Sequence[Mapping[str, Any]], cfg: PipelineConfig, *, train: bool,
                  preprocessor: Any = None, num_epochs: int | None = None,
-                 num_frames: Sequence[int] | None = None) -> grain.IterDataset:
+                 num_frames: Sequence[int] | None = None,
+                 start_batch: int = 0) -> grain.IterDataset:
   """Batched grain IterDataset over `source` (a tfds data source or a sequence of
   example dicts with `video`, `ef`, `attributes`).
 
@@ -249,6 +250,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], cfg: PipelineConfig, *, tr
   train=False: one pass by `cfg.eval_protocol`, padded with mask False.
   `preprocessor`: an AttributePreprocessor fitted on the training split only.
   `num_frames`: frames per example for the 'all' protocol (default: metadata).
+  `start_batch` (train): skip that many batches by random access, so a run resumed
+  at step s sees exactly the batches an uninterrupted run sees from step s on.
   """
   if not isinstance(cfg, PipelineConfig):
     raise TypeError(f"cfg must be a PipelineConfig, got {type(cfg).__name__}")
@@ -268,6 +271,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], cfg: PipelineConfig, *, tr
                        f"({n} examples)")
     ds = ds.shuffle(seed=cfg.seed).repeat(num_epochs).map_with_index(_WithEpoch(epoch_length))
     ds = ds.map(load).batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
+    if start_batch:
+      ds = ds[start_batch:]
   else:
     counts = (num_frames if num_frames is not None
               else frame_counts(source) if cfg.eval_protocol == "all" else [0] * n)
@@ -284,7 +289,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], cfg: PipelineConfig, *, tr
 
 def make_loader(source: Sequence[Mapping[str, Any]], cfg: PipelineConfig, *, train: bool,
                 preprocessor: Any = None, num_epochs: int | None = None,
-                num_frames: Sequence[int] | None = None):
+                num_frames: Sequence[int] | None = None, start_batch: int = 0):
   """Iterator over `make_dataset(...)` batches (checkpointable: get_state/set_state)."""
   return iter(make_dataset(source, cfg, train=train, preprocessor=preprocessor,
-                           num_epochs=num_epochs, num_frames=num_frames))
+                           num_epochs=num_epochs, num_frames=num_frames,
+                           start_batch=start_batch))

@@ -20,7 +20,8 @@ def scatter_plot(path: str, y_true, y_pred, *, yerr=None, color=None, color_labe
   ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="identity")
   if yerr is not None:
     ax.errorbar(y_true, y_pred, yerr=yerr, fmt="none", ecolor="0.7", elinewidth=0.6, zorder=1)
-  sc = ax.scatter(y_true, y_pred, s=9, c=color, cmap="viridis", zorder=2,
+  sc = ax.scatter(y_true, y_pred, s=9, c=color, cmap="viridis" if color is not None else None,
+                  zorder=2,
                   label=f"MAE {m['mae']:.2f}, R² {m['r2']:.2f} (n={m['n']})")
   if color is not None:
     fig.colorbar(sc, ax=ax, label=color_label)

@@ -1,0 +1,49 @@
+"""From `config.data` to TFDS data sources: the built-in synthetic cohort or a real
+dataset root, built once into array_record and split by the official rule."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+from absl import logging
+
+from cardiac_data import builders
+from cardiac_data import errors
+from cardiac_data import pipeline
+from cardiac_data.synthetic import cache
+
+
+def cache_root(data_cfg) -> pathlib.Path:
+  return pathlib.Path(data_cfg.cache_dir) if data_cfg.get("cache_dir") else cache.default_cache_dir()
+
+
+def dataset_root(data_cfg) -> pathlib.Path:
+  """`data.root` if set (real data, as distributed), else the synthetic cohort."""
+  if data_cfg.get("root"):
+    root = pathlib.Path(os.path.expanduser(data_cfg.root))
+    if not root.is_dir():
+      raise errors.DataFormatError(root, f"config.data.root: folder not found (dataset "
+                                   f"{data_cfg.dataset!r})")
+    return root
+  syn = data_cfg.synthetic
+  return cache.ensure_cohort(data_cfg.dataset, syn.num_subjects, syn.seed,
+                             cache_dir=str(cache_root(data_cfg)), progress=True)
+
+
+def split_names(data_cfg, builder) -> dict[str, str]:
+  if data_cfg.dataset == "echonet_pediatric":
+    return builders.pediatric_cv_splits(data_cfg.test_fold, builder)
+  return {"train": "train", "val": "val", "test": "test"}
+
+
+def load_sources(data_cfg, attribute_spec=None):
+  """Returns (builder, {"train"|"val"|"test": tfds data source})."""
+  root = dataset_root(data_cfg)
+  tfds_dir = data_cfg.get("tfds_dir") or str(cache_root(data_cfg) / "tfds")
+  builder = builders.build(data_cfg.dataset, root, tfds_dir, view=data_cfg.view,
+                           size=data_cfg.image_size, attributes=attribute_spec)
+  splits = split_names(data_cfg, builder)
+  sources = {role: pipeline.data_source(builder, name) for role, name in splits.items()}
+  logging.info("%s: %s", data_cfg.dataset,
+               ", ".join(f"{role} {len(src)}" for role, src in sources.items()))
+  return builder, sources

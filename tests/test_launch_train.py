@@ -1,0 +1,55 @@
+"""`launch.train` end to end on the smoke config (the flax-examples one-run test)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_train(*args, cache):
+  env = dict(os.environ, CARDIAC_DATA_CACHE=str(cache), JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("cache")
+
+
+def test_smoke_config_trains_and_writes_metrics(tmp_path, cache):
+  workdir = tmp_path / "run"
+  proc = run_train("--config=configs/pediatric.py:smoke", f"--workdir={workdir}", cache=cache)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  metrics = json.loads((workdir / "metrics.json").read_text())
+  for split in ("val", "test"):
+    for name in ("mae", "rmse", "r2", "mean_predictor_mae"):
+      assert f"{split}/{name}" in metrics
+  assert metrics["test/n"] > 0
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert {r["split"] for r in rows} == {"train", "val"}
+  assert (workdir / "scatter_test.png").exists()
+  assert "patient" not in proc.stderr.lower()
+
+
+def test_unknown_config_field_is_a_clear_error(tmp_path, cache):
+  proc = run_train("--config=configs/pediatric.py:smoke", "--config.optim.lrr=0.1",
+                   f"--workdir={tmp_path}", cache=cache)
+  assert proc.returncode != 0
+  assert "lrr" in proc.stderr
+
+
+def test_unknown_variant_is_a_clear_error(tmp_path, cache):
+  proc = run_train("--config=configs/pediatric.py:smok", f"--workdir={tmp_path}", cache=cache)
+  assert proc.returncode != 0 and "unknown variant 'smok'" in proc.stderr
+
+
+def test_missing_data_root_names_the_field(tmp_path, cache):
+  proc = run_train("--config=configs/pediatric.py:smoke", "--config.data.root=/nonexistent/x",
+                   f"--workdir={tmp_path}", cache=cache)
+  assert proc.returncode != 0 and "config.data.root" in proc.stderr
