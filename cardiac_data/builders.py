@@ -5,7 +5,8 @@ Each builder reads the published layout from `manual_dir` with the readers in
 `manual_dir` pointing at the generated tree) and writes one example per video:
 
   key          Text      the record key (file name without `.avi`; CAMUS patient)
-  video        uint8     (T, S, S) greyscale, every frame resized to S×S
+  video        uint8     (T, S, S) greyscale, every frame resized to S×S (raw bytes;
+                         zlib with compress=True)
   num_frames   int32     T
   orig_height, orig_width  int32  frame size before resizing
   resized      bool      whether the frames were resized
@@ -74,6 +75,9 @@ class EchoConfig(tfds.core.BuilderConfig):
     continuous, categorical: the attribute spec of the `attributes` vector.
     reader_kwargs: extra keyword arguments of the reader, as sorted (key, value)
       pairs (e.g. (('require_tracings', True),), CAMUS (('release', 'nifti'),)).
+    compress: store videos zlib-compressed (smaller on disk, slower to read: zlib
+      inflates echo frames at ~100 MB/s, about as slow as decoding the AVI);
+      default raw bytes (T·S² bytes per video, ~21 GB for EchoNet-Dynamic at 112).
   """
   view: str = "A4C"
   size: int = DEFAULT_SIZE
@@ -81,6 +85,7 @@ class EchoConfig(tfds.core.BuilderConfig):
   continuous: tuple[str, ...] = ()
   categorical: tuple[tuple[str, tuple[str, ...]], ...] = ()
   reader_kwargs: tuple[tuple[str, Any], ...] = ()
+  compress: bool = False
 
   def attribute_names(self) -> list[str]:
     return list(self.continuous) + [name for name, _ in self.categorical]
@@ -100,12 +105,13 @@ def _config_name(view: str, size: int, extra: Mapping[str, Any]) -> str:
   return name
 
 
-def _features(size: int, num_attr: int) -> tfds.features.FeaturesDict:
+def _features(size: int, num_attr: int, compress: bool) -> tfds.features.FeaturesDict:
   zlib = tfds.features.Encoding.ZLIB
   f32, i32 = np.float32, np.int32
   return tfds.features.FeaturesDict({
       "key": tfds.features.Text(),
-      "video": tfds.features.Tensor(shape=(None, size, size), dtype=np.uint8, encoding=zlib),
+      "video": tfds.features.Tensor(shape=(None, size, size), dtype=np.uint8,
+                                    encoding=zlib if compress else tfds.features.Encoding.BYTES),
       "num_frames": tfds.features.Scalar(dtype=i32),
       "orig_height": tfds.features.Scalar(dtype=i32),
       "orig_width": tfds.features.Scalar(dtype=i32),
@@ -176,13 +182,20 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
 
   def __init__(self, **kwargs):
     kwargs.setdefault("file_format", _FORMAT)
+    config = kwargs.get("config")
+    if isinstance(config, tfds.core.BuilderConfig):
+      # A copy of a registered config (e.g. unpickled in a grain worker) must be
+      # swapped for the registered object, which TFDS compares by identity.
+      for registered in self.BUILDER_CONFIGS:
+        if registered.name == config.name:
+          kwargs["config"] = registered
     super().__init__(**kwargs)
     self.skip_log = errors.SkipLog(self.name)
 
   @classmethod
   def make_config(cls, view: str | None = None, size: int = DEFAULT_SIZE,
                   resize_mode: str | None = None, attributes: Any = None,
-                  **reader_kwargs) -> EchoConfig:
+                  compress: bool = False, **reader_kwargs) -> EchoConfig:
     """A config for `view`/`size`; a non-default option gets its own config name.
 
     `attributes` is an AttributeSpec-like object (fields `continuous`, `categorical`)
@@ -203,6 +216,10 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
     if attributes is not None:
       cont = tuple(attributes.continuous)
       cat = tuple((k, tuple(v)) for k, v in dict(attributes.categorical).items())
+    for key in reader_kwargs:
+      if key not in cls.READER_DEFAULTS:
+        raise ValueError(f"{cls.DATASET}: unknown builder option {key!r} (options: view, size, "
+                         f"resize_mode, attributes, compress, {', '.join(cls.READER_DEFAULTS)})")
     extra = {k: v for k, v in sorted(reader_kwargs.items())
              if cls.READER_DEFAULTS.get(k, object()) != v}
     naming = dict(extra)
@@ -210,9 +227,15 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
       naming["resize_mode"] = resize_mode
     if (cont, cat) != (default.continuous, default.categorical):
       naming["attributes"] = [cont, cat]
-    return EchoConfig(name=_config_name(view, int(size), naming), view=view, size=int(size),
+    if compress:
+      naming["compress"] = True
+    name = _config_name(view, int(size), naming)
+    for registered in cls.BUILDER_CONFIGS:  # TFDS wants the registered object itself.
+      if registered.name == name:
+        return registered
+    return EchoConfig(name=name, view=view, size=int(size),
                       resize_mode=resize_mode, continuous=cont, categorical=cat,
-                      reader_kwargs=tuple(sorted(reader_kwargs.items())),
+                      reader_kwargs=tuple(extra.items()), compress=bool(compress),
                       description=f"{view}, {size}x{size}, {resize_mode}")
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -220,7 +243,7 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__doc__,
-        features=_features(cfg.size, len(cfg.attribute_names())),
+        features=_features(cfg.size, len(cfg.attribute_names()), cfg.compress),
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(),
     )

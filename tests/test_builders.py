@@ -132,6 +132,19 @@ def test_pediatric_folds_and_raw_attributes(tmp_path):
                              np.array(want, np.float32))
 
 
+def test_default_configs_are_the_registered_ones(tmp_path):
+  assert builders.EchonetDynamic.make_config(require_tracings=False) is (
+      builders.EchonetDynamic.BUILDER_CONFIGS[0])
+  assert builders.Camus.make_config(view="2CH").name == "2ch"
+  fx = fixtures.write_camus(tmp_path / "camus", release="nifti", size=(40, 32), num_frames=2)
+  b = builders.build("camus", fx.root, tmp_path / "tfds", view="2CH")
+  ex = pipeline.data_source(b, "val")[0]
+  assert ex["video"].shape == (2, 112, 112) and ex["ed_mask"].shape == (112, 112)
+  zb = builders.build("camus", fx.root, tmp_path / "tfds", view="2CH", compress=True)
+  assert zb.builder_config.name != "2ch"
+  np.testing.assert_array_equal(pipeline.data_source(zb, "val")[0]["video"], ex["video"])
+
+
 def test_camus_half_sequence_and_label_maps(tmp_path):
   fx = fixtures.write_camus(tmp_path / "camus", release="nifti", size=(40, 32))
   b = builders.build("camus", fx.root, tmp_path / "tfds", view="4CH", size=16)
@@ -161,5 +174,7 @@ def test_bad_arguments_name_the_field(tmp_path):
     builders.EchonetPediatric.make_config(view="A2C")
   with pytest.raises(ValueError, match="resize_mode"):
     builders.EchonetDynamic.make_config(resize_mode="crop")
+  with pytest.raises(ValueError, match="'test_fold'"):
+    builders.EchonetPediatric.make_config(test_fold=3)
   with pytest.raises(DataFormatError, match="manual_dir"):
     builders.build("camus", tmp_path / "missing", tmp_path)

@@ -251,6 +251,33 @@ def test_training_epochs_shuffle_shards_and_determinism():
   assert halves[0].isdisjoint(halves[1]) and halves[0] | halves[1] == set(range(5))
 
 
+def test_iterator_state_resumes_the_same_stream():
+  src = ramp_source([20, 9, 30, 12, 25])
+  c = cfg(batch_size=2, augment=True)
+  it = pipeline.make_loader(src, c, train=True)
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  want = [next(it) for _ in range(3)]
+  resumed = pipeline.make_loader(src, c, train=True)
+  resumed.set_state(state)
+  for x in want:
+    y = next(resumed)
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_mcsdr_sampling_in_the_pipeline():
+  src = ramp_source([50, 12])
+  c = cfg(sampling="mcsdr", frames=6, period=2, batch_size=2)
+  batch = next(pipeline.make_loader(src, c, train=False))
+  for b, n in enumerate([50, 12]):
+    want = T.mcsdr_clip(src[b]["video"], 6, 2, train=False)[:, 0, 0]
+    np.testing.assert_allclose(batch["video"][b, :, 0, 0, 0] * 255, want, atol=1e-3)
+  batch = next(pipeline.make_loader(src, c.replace(augment=True), train=True))
+  assert batch["video"].shape == (2, 6, S, S, 1) and np.all(batch["clip_start"] == -1)
+
+
 def test_normalization_meanstd_and_fit():
   src = ramp_source([6, 9])
   mean, std = pipeline.fit_normalization(src, num_videos=10)
