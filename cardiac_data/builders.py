@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
@@ -482,16 +480,6 @@ def source_fingerprint(root: str | os.PathLike) -> str:
   return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _file_lock(path: str):
-  with open(path, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def build(dataset_name: str, manual_dir: str | os.PathLike, data_dir: str | os.PathLike,
           *, force: bool = False, **config) -> tfds.core.DatasetBuilder:
   """Builds `dataset_name` from `manual_dir` into `data_dir` once, then reuses it.
@@ -511,9 +499,11 @@ def build(dataset_name: str, manual_dir: str | os.PathLike, data_dir: str | os.P
   cache_key = (dataset_name, cfg.name, os.path.realpath(manual_dir), os.path.realpath(data_dir))
   if not force and cache_key in _BUILT:
     return _BUILT[cache_key]
+  from cardiac_data.synthetic import cache  # pylint: disable=g-import-not-at-top
   os.makedirs(data_dir, exist_ok=True)
   # One build at a time per dataset/config (e.g. pytest -n 2 sharing a cache).
-  with _file_lock(os.path.join(data_dir, f".{dataset_name}-{cfg.name}.lock")):
+  lock = os.path.join(data_dir, f".{dataset_name}-{cfg.name}.lock")
+  with cache._file_lock(lock):  # pylint: disable=protected-access
     builder = cls(config=cfg, data_dir=data_dir)
     fingerprint = source_fingerprint(manual_dir)
     regenerate = not builder.is_prepared()
