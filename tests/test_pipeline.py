@@ -165,7 +165,8 @@ def test_spatial_and_photometric_ops():
     (dict(sampling="mcsdr", eval_protocol="all"), "eval_protocol"),
     (dict(short_video="mirror"), "short_video"), (dict(normalization="meanstd"), "mean"),
     (dict(normalization="meanstd", mean=30.0, std=0.0), "std"),
-    (dict(shard_index=2, shard_count=2), "shard_index"), (dict(blur_sigma=(1.0, 0.5)), "blur_sigma"),
+    (dict(shard_index=2, shard_count=2), "shard_index"),
+    (dict(blur_sigma=(1.0, 0.5)), "blur_sigma"),
     (dict(mcsdr_p_train=(0.9, 1.2)), "mcsdr_p_train"), (dict(batch_size=2.5), "batch_size"),
 ])
 def test_invalid_config_field_is_named(changes, field):
@@ -296,7 +297,8 @@ def test_tfds_source_batches(tiny_dynamic):
   batch = next(pipeline.make_loader(src, c, train=True))
   assert batch["video"].shape == (2, 8, 16, 16, 1) and batch["video"].dtype == np.float32
   assert 0.0 <= batch["video"].min() and batch["video"].max() <= 1.0
-  want = {i: tiny_dynamic.fixture.expected[k]["ef"] for i, k in enumerate(tiny_dynamic.keys["train"])}
+  want = {i: tiny_dynamic.fixture.expected[k]["ef"]
+          for i, k in enumerate(tiny_dynamic.keys["train"])}
   np.testing.assert_allclose(batch["ef"], [want[i] for i in batch["index"]], rtol=1e-6)
   test = pipeline.data_source(tiny_dynamic.builder, "test")
   c = c.replace(eval_protocol="all", eval_stride=4, image_size=conftest.TINY_SIZE)
