@@ -6,7 +6,8 @@ Anatomy (one heart per subject, in pixels of the output frame):
     cavity is {((s−a)/a)² + (v/b)² ≤ 1, s ≤ L} with s the distance from the apex
     along the long axis, v the perpendicular offset and L = a·(1+τ).
   * Myocardial band around it, RV with septum and free wall, LA and RA with thin
-    walls, bright pericardium, mitral/tricuspid leaflets and annulus.
+    walls, bright pericardium, mitral leaflets (closed from ED through systole)
+    and annulus; sizes scale with body size (EDV ∝ BSA^1.25, wall ∝ √BSA).
   * Contraction over the heart cycle: c(t) ∈ [0, 1] (0 at end-diastole, 1 at
     end-systole); the apex stays fixed and the LV scales affinely,
     L(c) = L_ed·(1 − f_l·c), b(c) = b_ed·(1 − f_r·c).
@@ -28,6 +29,16 @@ EchoNet-Pediatric this is the orientation *after* the vertical flip that its
 preprocessing applied to the apex-down A4C DICOMs, so readers must not flip the
 synthetic (or real released) pediatric A4C clips again.
 
+Tracings: EchoNet-Dynamic rows per traced frame are the long axis (X1,Y1 = apex,
+X2,Y2 = middle of the mitral plane) then the 20 disc chords at the disc middles
+from apex to base (X1,Y1 on the lateral wall); the ES block comes first, then the
+next ED. EchoNet-Pediatric rows are contour points (odd count, default 41) from
+the lateral mitral hinge through the apex to the septal hinge.
+
+Labels: FileList EF = TrueEF + N(0, sd) with sd 2 / 3.5 / 6 points for good /
+medium / poor quality; Dynamic EDV/ESV are measured volumes (EDV with its own
+error, ESV = EDV·(1 − EF/100)). `ground_truth.csv` holds the truth.
+
 Determinism: subject i draws from `np.random.default_rng([seed, dataset_code, i,
 ...])`, so a parallel run writes the same bytes as a serial one.
 """
@@ -43,7 +54,6 @@ import multiprocessing
 import os
 import pathlib
 import shutil
-import time
 from typing import Callable, Iterable, Sequence
 
 import cv2
@@ -511,7 +521,8 @@ def _anatomy(heart: Heart, c: np.ndarray, phase: np.ndarray, systolic_fraction: 
 
 def _paint_frames(heart: Heart, c: np.ndarray, phase: np.ndarray, systolic_fraction: float,
                   levels: dict, background: np.ndarray) -> np.ndarray:
-  """Echogenicity frames (T, H, W) uint8: polygons filled at 4×, area-averaged down."""
+  """Echogenicity frames (T, H, W) uint8: polygons filled at 2× (`_SUPERSAMPLE`),
+  then area-averaged down."""
   ss = _SUPERSAMPLE
   fills, discs, (valve, closed, lw) = _anatomy(heart, c, phase, systolic_fraction)
   # cv2's fill covers ~half a fine pixel beyond the edge; pull edges back by that.
