@@ -814,7 +814,7 @@ def _prepare(out: pathlib.Path, overwrite: bool, layout_items: Sequence[str]) ->
   existing = [p for p in layout_items if (out / p).exists()]
   if existing and not overwrite:
     raise FileExistsError(f"{out}: already holds {', '.join(existing)}; "
-                          "choose another output folder or pass overwrite=True")
+                          "choose another output folder or pass overwrite=True (--overwrite)")
   for p in existing:
     target = out / p
     shutil.rmtree(target) if target.is_dir() else target.unlink()
