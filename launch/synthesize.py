@@ -22,7 +22,8 @@ _OUT = flags.DEFINE_string("out", None, "Output folder (the dataset root).")
 _NUM_SUBJECTS = flags.DEFINE_integer("num_subjects", 2000, "Number of subjects.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed; same seed, same bytes.")
 _WORKERS = flags.DEFINE_integer("workers", None, "Processes (default: os.cpu_count()).")
-_SIZE = flags.DEFINE_integer("size", 112, "Frame height and width in pixels (writer default when unset).", lower_bound=32)
+_SIZE = flags.DEFINE_integer("size", 112, "Frame height and width in pixels (writer default "
+                             "when unset).", lower_bound=32)
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace an existing cohort in --out.")
 flags.mark_flags_as_required(["dataset", "out"])
 
