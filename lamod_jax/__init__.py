@@ -1,0 +1,1 @@
+"""LaMoD in JAX: EPDiff geodesic shooting, LDDMM registration and latent motion diffusion."""
