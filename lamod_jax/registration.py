@@ -129,14 +129,19 @@ def _inverse_map(v0, config: RegistrationConfig, want_phi: bool = False):
   return geo.phi_inv, geo.phi
 
 
-def energy_terms(v0: jax.Array, source: jax.Array, target: jax.Array,
-                 config: RegistrationConfig = RegistrationConfig()):
-  """(regularity ½⟨Lv0, v0⟩, data 1/(2σ²)‖S∘φ₁⁻¹ − I‖²) for one pair."""
-  phi_inv, _ = _inverse_map(v0, config)
+def _evaluate(v0, source, target, config: RegistrationConfig, want_phi: bool = False):
+  """(regularity, data, S∘φ₁⁻¹, φ₁⁻¹, φ₁ or None) at v0."""
+  phi_inv, phi = _inverse_map(v0, config, want_phi)
   warped = epdiff.warp(source, phi_inv, config.boundary)
   reg = 0.5 * config.metric.energy(v0)
   data = jnp.sum((warped - target) ** 2) / (2.0 * config.sigma ** 2)
-  return reg, data
+  return reg, data, warped, phi_inv, phi
+
+
+def energy_terms(v0: jax.Array, source: jax.Array, target: jax.Array,
+                 config: RegistrationConfig = RegistrationConfig()):
+  """(regularity ½⟨Lv0, v0⟩, data 1/(2σ²)‖S∘φ₁⁻¹ − I‖²) for one pair."""
+  return _evaluate(v0, source, target, config)[:2]
 
 
 def objective(v0: jax.Array, source: jax.Array, target: jax.Array,
@@ -174,10 +179,7 @@ def _register_one(source, target, z0, config: RegistrationConfig):
 
   (z, _), losses = jax.lax.scan(step, (z0, opt.init(z0)), None, length=config.n_iter)
   v0 = metric.sqrt_sharp(z)
-  phi_inv, phi = _inverse_map(v0, config, want_phi=True)
-  warped = epdiff.warp(source, phi_inv, config.boundary)
-  reg = 0.5 * metric.energy(v0)
-  data = jnp.sum((warped - target) ** 2) / (2.0 * config.sigma ** 2)
+  reg, data, warped, phi_inv, phi = _evaluate(v0, source, target, config, want_phi=True)
   loss = jnp.concatenate([losses, (reg + data)[None]])
   return RegistrationResult(v0=v0, phi=phi, phi_inv=phi_inv, warped=warped,
                             loss=loss, regularity=reg, data=data)
