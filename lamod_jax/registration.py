@@ -40,7 +40,8 @@ class RegistrationConfig:
 
   Attributes:
     metric: the operator L (default α = 2, γ = 1, s = 2 as LaMoD).
-    sigma: image noise level σ of Eq. 1, in image intensity units.
+    sigma: image noise level σ of Eq. 1, in image intensity units (0.03 as
+      LaMoD; for binary masks the data term then outweighs ½⟨Lv0, v0⟩).
     n_steps: time steps of the shooting.
     integrator: "rk4" or "euler" (Eulerian form only).
     form: "eulerian" (Eq. 3) or "lagomorph" (LaMoD's integrated form, Euler).
@@ -56,13 +57,13 @@ class RegistrationConfig:
     checkpoint: rematerialise each shooting step in the backward pass.
   """
   metric: Metric = Metric()
-  sigma: float = 0.1
+  sigma: float = 0.03
   n_steps: int = 10
   integrator: str = "rk4"
   form: str = "eulerian"
-  n_iter: int = 150
+  n_iter: int = 100
   optimizer: str = "adam"
-  learning_rate: float = 0.05
+  learning_rate: float = 0.2
   boundary: str = "border"
   inverse_method: str = "transport"
   scheme: str = "conservative"
