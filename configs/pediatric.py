@@ -28,11 +28,11 @@ def get_config(arg: str | None = None):
   c.data.attributes = ("Age", "Weight", "Height")   # Continuous; Sex is categorical.
   c.data.categorical = ("Sex",)
 
-  c.model = dict(encoder_widths=(16, 32, 64, 128), features=128, attr_features=64,
+  c.model = dict(encoder_widths=(32, 64), patch=(2, 8, 8), features=64, attr_features=32,
                  attr_dropout=0.1)
-  c.num_steps = 3000
-  c.eval_every = 500
-  c.checkpoint.save_every = 500
+  c.num_steps = 800           # CPU-sized: about 10 minutes on 2 cores.
+  c.eval_every = 200
+  c.checkpoint.save_every = 200
 
   if arg == "smoke":
     c.data.synthetic.num_subjects = 48
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None):
     c.data.batch_size = 4
     c.data.worker_count = 0
     c.model.encoder_widths = (8, 16)
-    c.model.features = 32
+    c.model.features = 16
     c.model.attr_features = 16
     c.num_steps = 20
     c.log_every = 5
