@@ -22,26 +22,16 @@ The JAX and numpy objectives are also compared (relative difference) as a check.
 """
 from __future__ import annotations
 
+from benchmarks.common import cpu_name
+
 import argparse
 import functools
 import json
-import platform
 import time
 
 import numpy as np
 
 ALPHA, GAMMA, SIGMA = 2.0, 1.0, 0.1
-
-
-def cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def make_pairs(n: int, batch: int, seed: int = 0):

@@ -16,9 +16,10 @@ if that is unavailable, a temporary tree of 112 x 112 AVIs.
 """
 from __future__ import annotations
 
+from benchmarks.common import cpu_name
+
 import json
 import os
-import platform
 import tempfile
 import time
 
@@ -36,17 +37,6 @@ _EPOCHS = flags.DEFINE_integer("epochs", 4, "Passes over the items (array_record
 _IN_PROCESS = flags.DEFINE_bool("in_process", True, "Also time the pipeline with 0 workers.")
 _CACHE = flags.DEFINE_string("cache_dir", None, "Synthetic cohort cache (default: the project's).")
 _JSON = flags.DEFINE_string("json", None, "Write the numbers to this JSON file.")
-
-
-def cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def _fallback_tree(root: str, num_videos: int, seed: int) -> str:

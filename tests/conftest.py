@@ -19,6 +19,16 @@ def pytest_configure(config):
   tfds.disable_progress_bar()
 
 
+@pytest.fixture
+def x64():
+  """Enables float64 for one test and restores the previous setting."""
+  import jax  # pylint: disable=g-import-not-at-top
+  old = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", old)
+
+
 #: Built frame size of the tiny dataset (fixture videos are 112 x 112).
 TINY_SIZE = 32
 #: Fixture video index -> corruption ('truncated': second half of the bytes cut; 'garbage').

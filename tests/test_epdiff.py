@@ -20,15 +20,6 @@ from lamod_jax import lagomorph
 from lamod_jax.metric import Metric
 
 
-@pytest.fixture
-def x64():
-  """Enables float64 for one test and restores the previous setting."""
-  old = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", True)
-  yield
-  jax.config.update("jax_enable_x64", old)
-
-
 def gaussian_v0(n=128, amp=1.0, sigma=12.0):
   y, x = np.mgrid[:n, :n].astype(np.float64)
   g = np.exp(-((x - n / 2) ** 2 + (y - n / 2) ** 2) / (2 * sigma ** 2))

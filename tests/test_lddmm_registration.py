@@ -14,15 +14,6 @@ from lamod_jax.metric import Metric
 N = 32
 
 
-@pytest.fixture
-def x64():
-  """Enables float64 for one test and restores the previous setting."""
-  old = jax.config.jax_enable_x64
-  jax.config.update("jax_enable_x64", True)
-  yield
-  jax.config.update("jax_enable_x64", old)
-
-
 def blob(cx, cy, s, n=N):
   y, x = np.mgrid[:n, :n].astype(np.float64)
   return np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * s * s))
