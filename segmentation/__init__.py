@@ -1,0 +1,1 @@
+"""Partial-label multi-domain echo segmentation (U-Net, Attention U-Net, Swin-UNet; issue 6)."""
