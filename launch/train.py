@@ -30,7 +30,7 @@ class _QuietLibraries(logging.logging.Filter):
   """Drops INFO chatter of orbax and grain (kept: warnings and errors)."""
 
   def filter(self, record):
-    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "absl/logging"))
+    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain"))
     return record.levelno >= logging.logging.WARNING or not noisy
 
 
