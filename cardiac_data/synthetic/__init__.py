@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from cardiac_data.synthetic import echo
+from cardiac_data.synthetic import camus_writer, echo
 
 WRITERS: dict[str, Callable[..., int]] = {
     "echonet_dynamic": echo.write_echonet_dynamic,
@@ -28,3 +28,6 @@ def get_writer(name: str) -> Callable[..., int]:
   if name not in WRITERS:
     raise KeyError(f"unknown synthetic dataset {name!r}; known: {', '.join(sorted(WRITERS))}")
   return WRITERS[name]
+
+
+register_writer("camus", camus_writer.write_camus, version=camus_writer.GENERATOR_VERSION)

@@ -556,8 +556,13 @@ def _paint_frames(heart: Heart, c: np.ndarray, phase: np.ndarray, systolic_fract
   return frames
 
 
-def render_clip(heart: Heart, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
-  """All frames of one clip as uint8 (T, H, W)."""
+def render_clip(heart: Heart, acq: Acquisition, rng: np.random.Generator,
+                paint: Callable | None = None) -> np.ndarray:
+  """All frames of one clip as uint8 (T, H, W).
+
+  `paint` replaces `_paint_frames` (same arguments), e.g. for a view without the
+  right heart (`camus_writer`'s 2CH).
+  """
   size, t_n = acq.size, acq.num_frames
   q = acq.quality
   k = np.arange(t_n)
@@ -572,7 +577,7 @@ def render_clip(heart: Heart, acq: Acquisition, rng: np.random.Generator) -> np.
                 annulus=min(255.0, myo * 1.25), valve=0.9 * myo,
                 blood=rng.uniform(4, 10))
   background = _smooth_field(rng, size, 7, 45, 95).clip(0, 255).astype(np.uint8)
-  frames = _paint_frames(heart, c, phase, acq.systolic_fraction, levels, background)
+  frames = (paint or _paint_frames)(heart, c, phase, acq.systolic_fraction, levels, background)
 
   # Beam geometry.
   yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
