@@ -1,0 +1,151 @@
+"""R(2+1)D-18 video encoder (Tran et al. 2018) in Flax Linen, torchvision layout.
+
+The accelerator-sized alternative to `encoders.SmallVideoEncoder` for real echo clips
+(B, T, H, W, C), channels last, same call signature. Layers follow torchvision's
+`r2plus1d_18` (R2Plus1dStem, BasicBlock with Conv2Plus1D, stage widths 64-128-256-512,
+strided first block in stages 2-4 with a 1x1x1 conv + norm shortcut, mean pool), with
+two deliberate differences:
+
+* Normalisation is GroupNorm, not BatchNorm. The shared training loop carries a plain
+  params pytree and no `batch_stats` collection; GroupNorm has the same affine
+  parameters per channel (scale, bias) so the parameter count is unchanged, and it
+  needs no running statistics.
+* The 400-class `fc` is replaced by a Dense projection "proj" to `features`, applied to
+  the pooled feature and, on request, to every token of the last stage.
+
+Any channel count C works (C=1 for grey echo); a pretrained RGB stem would be averaged
+over its input channels, which is not done here.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+#: torchvision initialises convolutions with kaiming_normal_(mode="fan_out", relu).
+_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+_STAGE_WIDTHS = (64, 128, 256, 512)
+_STEM_WIDTH = 45
+
+
+def scaled(channels: int, width: float) -> int:
+  """Channel count `channels` times `width`, rounded, at least 1."""
+  return max(1, int(round(channels * width)))
+
+
+def mid_channels(in_ch: int, out_ch: int) -> int:
+  """Conv2Plus1D mid width: parameters of a full 3x3x3 conv, floor(27 i o / (9 i + 3 o))."""
+  return max(1, (in_ch * out_ch * 27) // (in_ch * 9 + out_ch * 3))
+
+
+def norm_groups(channels: int, max_groups: int = 32) -> int:
+  """Largest number of groups <= `max_groups` that divides `channels`."""
+  return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
+
+
+def _conv(features: int, kernel: tuple[int, int, int], strides: tuple[int, int, int], dtype,
+          name: str) -> nn.Module:
+  """Bias-free conv with torchvision's padding kernel // 2 per axis and kaiming fan-out init."""
+  return nn.Conv(features, kernel, strides=strides, padding=[(k // 2, k // 2) for k in kernel],
+                 use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, name=name)
+
+
+def _norm(kind: str, channels: int, dtype, name: str) -> nn.Module:
+  del kind  # only "group"; checked in R2Plus1D18
+  return nn.GroupNorm(num_groups=norm_groups(channels), dtype=dtype, name=name)
+
+
+class Conv2Plus1D(nn.Module):
+  """Spatial (1,3,3) conv to `mid`, norm, ReLU, temporal (3,1,1) conv to `out` (no bias)."""
+  out: int
+  mid: int
+  stride: int = 1
+  norm: str = "group"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    s = self.stride
+    x = _conv(self.mid, (1, 3, 3), (1, s, s), self.dtype, "spatial")(x)
+    x = nn.relu(_norm(self.norm, self.mid, self.dtype, "mid_norm")(x))
+    return _conv(self.out, (3, 1, 1), (s, 1, 1), self.dtype, "temporal")(x)
+
+
+class BasicBlock(nn.Module):
+  """Two Conv2Plus1D + norm with a residual; both share mid = mid_channels(in, out)."""
+  out: int
+  stride: int = 1
+  norm: str = "group"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    in_ch = x.shape[-1]
+    mid = mid_channels(in_ch, self.out)
+    y = Conv2Plus1D(self.out, mid, self.stride, self.norm, self.dtype, name="conv1")(x)
+    y = nn.relu(_norm(self.norm, self.out, self.dtype, "norm1")(y))
+    y = Conv2Plus1D(self.out, mid, 1, self.norm, self.dtype, name="conv2")(y)
+    y = _norm(self.norm, self.out, self.dtype, "norm2")(y)
+    if self.stride != 1 or in_ch != self.out:
+      s = self.stride
+      x = _conv(self.out, (1, 1, 1), (s, s, s), self.dtype, "down_conv")(x)
+      x = _norm(self.norm, self.out, self.dtype, "down_norm")(x)
+    return nn.relu(y + x)
+
+
+class R2Plus1D18(nn.Module):
+  """R(2+1)D-18 over (B, T, H, W, C) -> pooled (B, features) [, tokens (B, N, features)].
+
+  Fields: `features` width of the final Dense "proj"; `width` multiplies the channel
+  widths 64-128-256-512 and the stem's 45 (rounded, >= 1; small values for tests);
+  `stage_blocks` BasicBlocks per stage; `norm` "group" (GroupNorm with the largest group
+  count <= 32 dividing the channels); `dtype` computation dtype (params stay float32);
+  `remat` recomputes each block's activations in the backward pass to save memory.
+
+  The token grid is ceil(T/8) x ceil(H/16) x ceil(W/16) (stem stride (1,2,2), then
+  stride 2 in T, H, W at stages 2-4), N = its product. pooled = proj(mean of the last
+  stage over T, H, W) = tokens.mean(1) since proj is affine. `train` is accepted for
+  interface compatibility; the model has no dropout or batch statistics.
+  """
+  features: int = 512
+  width: float = 1.0
+  stage_blocks: Sequence[int] = (2, 2, 2, 2)
+  norm: str = "group"
+  dtype: jnp.dtype = jnp.float32
+  remat: bool = False
+
+  def _check(self, video):
+    if video.ndim != 5:
+      raise ValueError(f"R2Plus1D18: `video` must have rank 5 (B, T, H, W, C), got shape {video.shape}")
+    if self.norm != "group":
+      raise ValueError(f"R2Plus1D18: `norm` must be 'group', got {self.norm!r}")
+    if not self.width > 0:
+      raise ValueError(f"R2Plus1D18: `width` must be > 0, got {self.width}")
+    if self.features < 1:
+      raise ValueError(f"R2Plus1D18: `features` must be >= 1, got {self.features}")
+    if len(self.stage_blocks) != 4 or any(int(n) < 1 for n in self.stage_blocks):
+      raise ValueError(f"R2Plus1D18: `stage_blocks` must be 4 positive ints, got {tuple(self.stage_blocks)}")
+
+  @nn.compact
+  def __call__(self, video, *, train: bool = False, return_tokens: bool = False):
+    del train
+    self._check(video)
+    x = video.astype(self.dtype)
+    stem = scaled(_STEM_WIDTH, self.width)
+    x = _conv(stem, (1, 7, 7), (1, 2, 2), self.dtype, "stem_spatial")(x)
+    x = nn.relu(_norm(self.norm, stem, self.dtype, "stem_norm1")(x))
+    c0 = scaled(_STAGE_WIDTHS[0], self.width)
+    x = _conv(c0, (3, 1, 1), (1, 1, 1), self.dtype, "stem_temporal")(x)
+    x = nn.relu(_norm(self.norm, c0, self.dtype, "stem_norm2")(x))
+    block = nn.remat(BasicBlock) if self.remat else BasicBlock
+    for i, (channels, n_blocks) in enumerate(zip(_STAGE_WIDTHS, self.stage_blocks)):
+      for j in range(int(n_blocks)):
+        stride = 2 if i > 0 and j == 0 else 1
+        x = block(scaled(channels, self.width), stride, self.norm, self.dtype,
+                  name=f"layer{i + 1}_{j}")(x)
+    proj = nn.Dense(self.features, dtype=self.dtype, name="proj")
+    pooled = proj(jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3)).astype(self.dtype))
+    if return_tokens:
+      return pooled, proj(x.reshape(x.shape[0], -1, x.shape[-1]))
+    return pooled
