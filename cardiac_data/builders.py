@@ -55,7 +55,7 @@ from cardiac_data import transforms
 
 DEFAULT_SIZE = 112
 RESIZE_MODES = ("stretch", "pad")
-_VERSION = "1.0.0"
+_VERSION = "1.1.0"
 _FORMAT = "array_record"
 NUM_PEDIATRIC_FOLDS = 10
 
@@ -205,7 +205,8 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
   """Shared generation for the echo builders; subclasses name the reader and splits."""
 
   VERSION = tfds.core.Version(_VERSION)
-  RELEASE_NOTES = {_VERSION: "Initial release."}
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "Split metadata lists the example keys."}
   DATASET = ""
   READER_DEFAULTS: dict[str, Any] = {}
 
@@ -322,7 +323,7 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
     spec = cfg.attribute_spec()
     raw = (attributes_lib.raw_attribute_matrix(list(recs), spec) if recs
            else np.zeros((0, len(cfg.attribute_names())), np.float32))
-    num_frames, efs, attrs = [], [], []
+    num_frames, keys, efs, attrs = [], [], [], []
     resized = masks_unreadable = 0
     key = 0
     for i, (rec, video) in enumerate(zip(recs, _decode_ahead(recs))):
@@ -370,6 +371,7 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
           "fold": _int_or(rec.fold),
       }
       num_frames.append(t)
+      keys.append(rec.key)
       efs.append(float(rec.ef))
       attrs.append(_nan_to_none(raw[i]))
       yield key, ex
@@ -386,6 +388,7 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
         "resized": int(resized),
         "masks_unreadable": int(masks_unreadable),
         "num_frames": num_frames,
+        "key": keys,
         "ef": _nan_to_none(np.array(efs, float)),
         "attributes": attrs,
     }
@@ -561,7 +564,7 @@ def pediatric_cv_splits(test_fold: int, builder: tfds.core.DatasetBuilder | None
 
 
 def split_metadata(source: Any, field: str) -> list | None:
-  """Per-index metadata `field` ('num_frames', 'ef', 'attributes') of a TFDS data
+  """Per-index metadata `field` ('num_frames', 'key', 'ef', 'attributes') of a TFDS data
   source, concatenated over a '+'-joined split; None if unavailable (e.g. sliced
   splits or a plain sequence)."""
   info = getattr(source, "dataset_info", None)

@@ -16,7 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=3e-4, weight_decay=1e-5, schedule="cosine", min_lr=1e-6,
       warmup_steps=0, momentum=0.9, nesterov=False, grad_clip=0.0, decay_steps=1000,
-      decay_rate=0.1))
+      decay_rate=0.1, encoder_lr_mult=0.1, ema_decay=0.0))
   c.checkpoint = ml_collections.ConfigDict(dict(
       save_every=250, keep=2, best_metric="mae", best_mode="min"))
   return c
@@ -28,3 +28,66 @@ def synthetic_data(dataset: str, num_subjects: int, seed: int = 0) -> ml_collect
   return ml_collections.ConfigDict(dict(
       dataset=dataset, root="", cache_dir="",
       synthetic=ml_collections.ConfigDict(dict(num_subjects=num_subjects, seed=seed))))
+
+
+def mcsdr_model() -> ml_collections.ConfigDict:
+  """MCSDR network (mcsdr_jax/model.py), CPU-sized. Fields:
+
+  kind: 'mcsdr' (diffusion, the paper) or 'deterministic' (Table IV baseline).
+  encoder: 'small' (3D CNN, CPU) or 'r2plus1d' (R(2+1)D-18, accelerators), with
+    encoder_kwargs; features: encoder output width.
+  predictor: 'mcsn' (cross-attention, Fig. 4), 'mlp' or 'transformer_decoder' (Table V);
+    hidden, heads, num_layers (0 = the predictor's default), mlp_ratio, time_dim.
+  conditioning: 'tokens' (video tokens pooled to video_grid + one token per attribute)
+    or 'paper_code' (the published single-token context; attention is inert).
+  use_attributes: False = vision only (attributes ignored; the paper's ablation).
+  attr_features, attr_dropout: attribute encoder width, train-time dropout probability.
+  pretrained: a workdir whose best checkpoint initialises the video encoder (trained
+    then at config.optim.encoder_lr_mult × the learning rate).
+  dtype: computation dtype of the encoder ('bfloat16' on accelerators).
+  """
+  return ml_collections.ConfigDict(dict(
+      kind="mcsdr", encoder="small",
+      encoder_kwargs=ml_collections.ConfigDict(dict(widths=(32, 64), patch=(2, 8, 8))),
+      features=64, predictor="mcsn", hidden=128, heads=4, num_layers=0, mlp_ratio=4,
+      time_dim=64, conditioning="tokens", video_grid=(4, 4, 4), use_attributes=True,
+      attr_features=32, attr_dropout=0.1, pretrained="", dtype="float32"))
+
+
+def r2plus1d_model(c: ml_collections.ConfigDict) -> None:
+  """Switches `c.model` to the accelerator-sized encoder (R(2+1)D-18, bfloat16)."""
+  c.model.encoder = "r2plus1d"
+  c.model.encoder_kwargs = ml_collections.ConfigDict(dict(width=1.0))
+  c.model.features = 512
+  c.model.hidden = 256
+  c.model.heads = 8
+  c.model.attr_features = 64
+  c.model.video_grid = (2, 7, 7)
+  c.model.dtype = "bfloat16"
+
+
+def diffusion() -> ml_collections.ConfigDict:
+  """VP schedule (β linear 1e-4 → 0.02, T = 1000); noise_draws: (t, ε) draws per example
+  and step, sharing one encoder pass (1 = the paper)."""
+  return ml_collections.ConfigDict(dict(num_steps=1000, beta_start=1e-4, beta_end=0.02,
+                                        noise_draws=1))
+
+
+def sampling() -> ml_collections.ConfigDict:
+  """Posterior sampling at evaluation: K = num_samples (val_num_samples during training),
+  sampler 'ddim' (steps τ, eta η, spacing 'trailing' = published code, or 'leading'),
+  'ddpm' or 'pf_ode'."""
+  return ml_collections.ConfigDict(dict(num_samples=40, val_num_samples=10, sampler="ddim",
+                                        steps=10, eta=0.0, spacing="trailing"))
+
+
+def parse_variant(arg: str | None, config_file: str, sizes=("smoke", "full"),
+                  flags=("vision",)) -> tuple[str, set[str]]:
+  """'smoke,vision' → ('smoke', {'vision'}); unknown parts raise ValueError."""
+  parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+  unknown = [p for p in parts if p not in sizes and p not in flags]
+  chosen = [p for p in parts if p in sizes]
+  if unknown or len(chosen) > 1:
+    raise ValueError(f"{config_file}: unknown variant {arg!r}; use one of {list(sizes)} "
+                     f"(or none), optionally with {list(flags)}, comma-separated")
+  return (chosen[0] if chosen else ""), {p for p in parts if p in flags}

@@ -20,7 +20,8 @@ class SmallVideoEncoder(nn.Module):
 
   The clip is cut into non-overlapping `patch` = (pt, ph, pw) tubelets embedded by one
   matmul (as ViViT), then conv-GN-GELU stages run at that low resolution, each after the
-  first halving H and W. Full-resolution 3D convolutions are avoided on purpose: XLA's
+  first halving H and W; `return_tokens=True` also returns that feature map
+  (B, T', H', W', features). Full-resolution 3D convolutions are avoided on purpose: XLA's
   CPU kernels for them are slow, and this design trains on a laptop CPU in minutes.
   """
   widths: Sequence[int] = (64, 128)
@@ -44,11 +45,9 @@ class SmallVideoEncoder(nn.Module):
                   dtype=self.dtype, name=f"conv{i}")(x)
       x = nn.GroupNorm(num_groups=min(8, width), dtype=self.dtype, name=f"norm{i}")(x)
       x = nn.gelu(x)
-    tokens = nn.Dense(self.features, dtype=self.dtype, name="proj")(x)
-    pooled = jnp.mean(tokens, axis=(1, 2, 3))
-    if return_tokens:
-      return pooled, tokens.reshape(tokens.shape[0], -1, self.features)
-    return pooled
+    fmap = nn.Dense(self.features, dtype=self.dtype, name="proj")(x)
+    pooled = jnp.mean(fmap, axis=(1, 2, 3))
+    return (pooled, fmap) if return_tokens else pooled
 
 
 class AttributeEncoder(nn.Module):
@@ -89,24 +88,3 @@ class AttributeEncoder(nn.Module):
       return jnp.zeros((b, 0, self.features))
     tokens = jnp.concatenate(tokens, axis=1)
     return nn.gelu(nn.Dense(self.features, name="mix")(tokens))
-
-
-class DeterministicRegressor(nn.Module):
-  """Encoder + attribute tokens (mean-pooled) + MLP head -> one scalar (Table IV baseline)."""
-  num_categories: Sequence[int]
-  encoder_widths: Sequence[int] = (64, 128)
-  patch: Sequence[int] = (2, 8, 8)
-  features: int = 128
-  attr_features: int = 64
-  attr_dropout: float = 0.0
-
-  @nn.compact
-  def __call__(self, batch, *, train: bool = False):
-    h = SmallVideoEncoder(self.encoder_widths, self.features, self.patch, name="encoder")(batch["video"], train=train)
-    a = AttributeEncoder(self.num_categories, self.attr_features, self.attr_dropout,
-                         name="attributes")(batch["attr_cont"], batch["attr_cont_missing"],
-                                            batch["attr_cat"], train=train)
-    if a.shape[1]:
-      h = jnp.concatenate([h, jnp.mean(a, axis=1)], axis=-1)
-    h = nn.gelu(nn.Dense(self.features, name="head0")(h))
-    return nn.Dense(1, name="head1")(h)[..., 0]

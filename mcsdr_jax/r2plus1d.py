@@ -95,7 +95,7 @@ class BasicBlock(nn.Module):
 
 
 class R2Plus1D18(nn.Module):
-  """R(2+1)D-18 over (B, T, H, W, C) -> pooled (B, features) [, tokens (B, N, features)].
+  """R(2+1)D-18 over (B, T, H, W, C) -> pooled (B, features) [, fmap (B, T', H', W', features)].
 
   Fields: `features` width of the final Dense "proj"; `width` multiplies the channel
   widths 64-128-256-512 and the stem's 45 (rounded, >= 1; small values for tests);
@@ -103,9 +103,9 @@ class R2Plus1D18(nn.Module):
   count <= 32 dividing the channels); `dtype` computation dtype (params stay float32);
   `remat` recomputes each block's activations in the backward pass to save memory.
 
-  The token grid is ceil(T/8) x ceil(H/16) x ceil(W/16) (stem stride (1,2,2), then
-  stride 2 in T, H, W at stages 2-4), N = its product. pooled = proj(mean of the last
-  stage over T, H, W) = tokens.mean(1) since proj is affine. `train` is accepted for
+  The feature map is ceil(T/8) x ceil(H/16) x ceil(W/16) (stem stride (1,2,2), then
+  stride 2 in T, H, W at stages 2-4), as SmallVideoEncoder's. pooled = proj(mean of the
+  last stage over T, H, W) = fmap mean since proj is affine. `train` is accepted for
   interface compatibility; the model has no dropout or batch statistics.
   """
   features: int = 512
@@ -147,5 +147,5 @@ class R2Plus1D18(nn.Module):
     proj = nn.Dense(self.features, dtype=self.dtype, name="proj")
     pooled = proj(jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3)).astype(self.dtype))
     if return_tokens:
-      return pooled, proj(x.reshape(x.shape[0], -1, x.shape[-1]))
+      return pooled, proj(x)
     return pooled

@@ -1,11 +1,14 @@
-"""EF regression task for the shared loop: data, loss, evaluation.
+"""EF regression task for the shared loop: MCSDR (diffusion) or its deterministic baseline.
 
-The target is EF standardised with training-split statistics; predictions are
-mapped back to percent and clipped to [0, 100] for the metrics.
+The target is EF standardised with training-split statistics; the diffusion runs in
+that space (§III-B). Outputs are mapped back to percent; the point estimate is the
+posterior mean clipped to [0, 100] (§V-B) and the fraction of samples outside that
+range is reported.
+
+config.model.kind: 'mcsdr' (ε-loss Eq. 6, K posterior samples per case) or
+'deterministic' (Table IV: the same conditioning, an MSE head).
 """
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
@@ -15,91 +18,213 @@ from cardiac_data import attributes as attributes_lib
 from cardiac_data import builders
 from cardiac_data import pipeline
 from cardiac_data import sources as sources_lib
-from evaluation import plots
+from diffusion import losses as diffusion_losses
+from diffusion import schedule as schedule_lib
+from evaluation import probabilistic
 from evaluation import regression
-from mcsdr_jax import encoders
+from mcsdr_jax import model as model_lib
+from mcsdr_jax import posterior
+from mcsdr_jax import reports
 
 MODEL_KEYS = ("video", "attr_cont", "attr_cont_missing", "attr_cat")
+KINDS = ("mcsdr", "deterministic")
 
 
 def attribute_spec(data_cfg) -> attributes_lib.AttributeSpec:
   default = builders.BUILDERS[data_cfg.dataset].make_config(view=data_cfg.view).attribute_spec()
-  categorical = {name: default.categorical[name] for name in data_cfg.get("categorical", ())
-                 if name in default.categorical}
-  unknown = [n for n in tuple(data_cfg.attributes) + tuple(data_cfg.get("categorical", ()))
-             if n not in default.continuous and n not in default.categorical]
+  names = tuple(data_cfg.get("attributes", ())) + tuple(data_cfg.get("categorical", ()))
+  unknown = [n for n in names if n not in default.continuous and n not in default.categorical]
   if unknown:
     raise ValueError(f"config.data.attributes: unknown attribute(s) {unknown} for "
                      f"{data_cfg.dataset} (known: {list(default.continuous)} + "
                      f"{list(default.categorical)})")
-  return attributes_lib.AttributeSpec(tuple(data_cfg.attributes), categorical)
+  categorical = {name: default.categorical[name] for name in data_cfg.get("categorical", ())}
+  continuous = tuple(n for n in data_cfg.get("attributes", ()) if n in default.continuous)
+  return attributes_lib.AttributeSpec(continuous, categorical)
 
 
 def pipeline_config(data_cfg, seed: int) -> pipeline.PipelineConfig:
   return pipeline.PipelineConfig(
       frames=data_cfg.frames, period=data_cfg.period, image_size=data_cfg.image_size,
       batch_size=data_cfg.batch_size, worker_count=data_cfg.worker_count,
-      augment=data_cfg.augment, seed=seed)
+      augment=data_cfg.augment, sampling=data_cfg.get("sampling", "clip"), seed=seed)
+
+
+def sampler_config(cfg) -> posterior.SamplerConfig:
+  return posterior.SamplerConfig(name=cfg.sampler, steps=cfg.get("steps", 10),
+                                 eta=cfg.get("eta", 0.0), spacing=cfg.get("spacing", "trailing"))
+
+
+def build_model(mcfg, num_categories):
+  """The Flax module of config.model (see configs/common.py:mcsdr_model)."""
+  if mcfg.kind not in KINDS:
+    raise ValueError(f"config.model.kind: {mcfg.kind!r} is not one of {KINDS}")
+  cond = dict(encoder=mcfg.encoder, encoder_kwargs=dict(mcfg.encoder_kwargs),
+              features=mcfg.features, hidden=mcfg.hidden, attr_features=mcfg.attr_features,
+              attr_dropout=mcfg.attr_dropout, use_attributes=mcfg.use_attributes,
+              conditioning=mcfg.conditioning, video_grid=tuple(mcfg.video_grid),
+              dtype=jnp.dtype(mcfg.get("dtype", "float32")))
+  if mcfg.kind == "deterministic":
+    return model_lib.DeterministicRegressor(num_categories, conditioner_kwargs=cond,
+                                            hidden=mcfg.hidden)
+  pred = dict(hidden=mcfg.hidden, time_dim=mcfg.time_dim)
+  if mcfg.predictor in ("mcsn", "transformer_decoder"):
+    pred.update(heads=mcfg.heads, mlp_ratio=mcfg.mlp_ratio)
+  if mcfg.get("num_layers"):
+    pred["num_layers"] = mcfg.num_layers
+  return model_lib.MCSDR(num_categories, predictor=mcfg.predictor, predictor_kwargs=pred,
+                         conditioner_kwargs=cond)
 
 
 class EFRegressionTask:
-  """Deterministic EF regressor (video + attributes -> EF), MSE on standardised EF."""
+  """Video (+ attributes) → EF posterior (MCSDR) or point estimate (baseline)."""
 
   def __init__(self, config, workdir: str):
     self.config = config
     d = config.data
+    self.kind = config.model.kind
     self.spec = attribute_spec(d)
+    self.root = sources_lib.dataset_root(d)
     self.builder, self.sources = sources_lib.load_sources(d, self.spec)
     raw = builders.raw_attributes(self.sources["train"])
     self.preprocessor = attributes_lib.AttributePreprocessor.fit(raw, self.spec)
     ef = np.asarray(builders.split_metadata(self.sources["train"], "ef"), np.float64)
     self.ef_mean, self.ef_std = float(np.nanmean(ef)), float(np.nanstd(ef))
     self.pcfg = pipeline_config(d, config.seed)
-    self.model = encoders.DeterministicRegressor(
-        num_categories=tuple(len(c) for c in self.spec.categorical.values()),
-        **config.model)
+    num_categories = tuple(len(c) for c in self.spec.categorical.values())
+    self.model = build_model(config.model, num_categories)
+    self.schedule = schedule_lib.linear_schedule(config.diffusion.num_steps,
+                                                 config.diffusion.beta_start,
+                                                 config.diffusion.beta_end)
+    s = config.sampling
+    if self.kind == "mcsdr" and min(s.num_samples, s.val_num_samples) < 2:
+      raise ValueError("config.sampling.num_samples and val_num_samples must be ≥ 2 "
+                       f"(a posterior needs spread), got {s.num_samples}, {s.val_num_samples}")
+    self._samplers = {}
     self._predict = jax.jit(lambda p, b: self.model.apply(p, b, train=False))
+
+  # -- Training ------------------------------------------------------------------
 
   def example_batch(self):
     return next(pipeline.make_loader(self.sources["val"], self.pcfg, train=False,
                                      preprocessor=self.preprocessor))
 
   def init(self, rng, batch):
-    return self.model.init(rng, {k: batch[k] for k in MODEL_KEYS})
+    inputs = {k: batch[k] for k in MODEL_KEYS}
+    if self.kind == "deterministic":
+      return self.model.init(rng, inputs)
+    b = batch["video"].shape[0]
+    return self.model.init(rng, inputs, jnp.zeros((b,)), jnp.zeros((b,), jnp.int32))
+
+  def standardise(self, ef):
+    return (ef - self.ef_mean) / self.ef_std
 
   def loss(self, params, batch, rng):
-    pred = self.model.apply(params, {k: batch[k] for k in MODEL_KEYS}, train=True,
-                            rngs={"attr_dropout": rng})
-    target = (batch["ef"] - self.ef_mean) / self.ef_std
-    mse = jnp.mean((pred - target) ** 2)
-    return mse, {"mae_ef": jnp.mean(jnp.abs(pred - target)) * self.ef_std}
+    inputs = {k: batch[k] for k in MODEL_KEYS}
+    drop_rng, noise_rng = jax.random.split(rng)
+    target = self.standardise(batch["ef"])
+    if self.kind == "deterministic":
+      pred = self.model.apply(params, inputs, train=True, rngs={"attr_dropout": drop_rng})
+      return jnp.mean((pred - target) ** 2), {
+          "mae_ef": jnp.mean(jnp.abs(pred - target)) * self.ef_std}
+    memory = self.model.apply(params, inputs, train=True, rngs={"attr_dropout": drop_rng},
+                              method=self.model.condition)
+
+    def eps_fn(y, t):
+      return self.model.apply(params, memory, y, t, method=self.model.eps)
+
+    def one_draw(key):
+      return diffusion_losses.eps_loss(self.schedule, eps_fn, target, key)
+
+    # Several (t, ε) draws per example reuse one encoder pass (mean of Eq. 6 estimates).
+    keys = jax.random.split(noise_rng, self.config.diffusion.get("noise_draws", 1))
+    loss = jnp.mean(jax.vmap(one_draw)(keys))
+    return loss, {}
 
   def train_batches(self, start_step: int):
     return pipeline.make_loader(self.sources["train"], self.pcfg, train=True,
                                 preprocessor=self.preprocessor, start_batch=start_step)
 
-  def predict(self, params, split: str):
-    """EF (%) per example of `split` (clip predictions averaged per video)."""
+  # -- Inference -----------------------------------------------------------------
+
+  def sampler(self, num_samples: int, sampler_cfg: posterior.SamplerConfig,
+              trajectory: bool = False):
+    key = (num_samples, sampler_cfg, trajectory)
+    if key not in self._samplers:
+      self._samplers[key] = posterior.make_sampler(self.model, self.schedule,
+                                                   num_samples=num_samples,
+                                                   sampler=sampler_cfg,
+                                                   return_trajectory=trajectory)
+    return self._samplers[key]
+
+  def predict(self, params, split: str, rng, *, num_samples: int | None = None,
+              sampler_cfg: posterior.SamplerConfig | None = None, trajectory: bool = False):
+    """EF (%) samples (N, K) per example of `split` (K = 1 for the deterministic model),
+    the labels (N,), and trajectories (N, K, S) in EF % if requested. Clips of one
+    video are averaged sample-wise (their noise is shared, keyed by the video index)."""
     n = len(self.sources[split])
-    total, count = np.zeros(n), np.zeros(n)
+    total = count = traj_total = None
+    fn = None
+    if self.kind == "mcsdr":
+      fn = self.sampler(num_samples, sampler_cfg or sampler_config(self.config.sampling),
+                        trajectory)
     for batch in pipeline.make_loader(self.sources[split], self.pcfg, train=False,
                                       preprocessor=self.preprocessor):
-      pred = np.asarray(self._predict(params, {k: batch[k] for k in MODEL_KEYS}))
+      inputs = {k: batch[k] for k in MODEL_KEYS}
+      traj = None
+      if fn is None:
+        out = np.asarray(self._predict(params, inputs))[:, None]
+      else:
+        out, traj = fn(params, dict(inputs, index=batch["index"]), rng)
+        out = np.asarray(out)
+      out = out * self.ef_std + self.ef_mean
+      if total is None:
+        total, count = np.zeros((n,) + out.shape[1:]), np.zeros(n)
+        if traj is not None:
+          traj_total = np.zeros((n,) + traj.shape[1:])
       ok = batch["mask"]
-      np.add.at(total, batch["index"][ok], pred[ok] * self.ef_std + self.ef_mean)
-      np.add.at(count, batch["index"][ok], 1)
+      idx = batch["index"][ok]
+      np.add.at(total, idx, out[ok])
+      np.add.at(count, idx, 1)
+      if traj is not None:
+        np.add.at(traj_total, idx, np.asarray(traj)[ok] * self.ef_std + self.ef_mean)
+    if count is None or np.any(count == 0):
+      raise RuntimeError(f"split {split!r}: {int(np.sum(count == 0)) if count is not None else n}"
+                         " example(s) got no prediction")
     labels = np.asarray(builders.split_metadata(self.sources[split], "ef"), np.float64)
-    return np.clip(total / np.maximum(count, 1), 0, 100), labels
+    samples = total / count[:, None]
+    trajs = traj_total / count[:, None, None] if traj_total is not None else None
+    return samples, labels, trajs
 
   def evaluate(self, params, rng, split, *, final, workdir):
-    pred, labels = self.predict(params, split)
-    metrics = regression.regression_metrics(labels, pred)
+    s = self.config.sampling
+    k = s.num_samples if final else s.val_num_samples
+    samples, labels, trajs = self.predict(params, split, rng, num_samples=k,
+                                          trajectory=final and self.kind == "mcsdr")
+    if self.kind == "mcsdr":
+      metrics = probabilistic.probabilistic_metrics(labels, samples)
+    else:
+      metrics = regression.regression_metrics(labels, np.clip(samples[:, 0], 0.0, 100.0))
     metrics["mean_predictor_mae"] = float(np.mean(np.abs(labels - self.ef_mean)))
     if final:
-      plots.scatter_plot(os.path.join(workdir, f"scatter_{split}.png"), labels, pred,
-                         title=f"{self.config.data.dataset} {split}")
+      keys = builders.split_metadata(self.sources[split], "key")
+      info = reports.case_info(self.root, self.sources[split], self.spec, keys)
+      metrics.update(reports.write_report(workdir, split, labels, samples, trajs, keys, info,
+                                          ts=self._trajectory_ts(), title=self._title(split)))
     return metrics
+
+  def _trajectory_ts(self):
+    if self.kind != "mcsdr":
+      return None
+    return posterior.sampler_times(sampler_config(self.config.sampling), self.schedule)
+
+  def _title(self, split):
+    d = self.config.data
+    mode = "vision" if not self.config.model.use_attributes or not (
+        d.get("attributes") or d.get("categorical")) else "vision + attributes"
+    return f"{d.dataset} {split} ({self.kind}, {mode})"
 
   def meta(self):
     return {"attributes": self.preprocessor.to_json(), "ef_mean": self.ef_mean,
-            "ef_std": self.ef_std}
+            "ef_std": self.ef_std, "model": self.config.model.to_dict(),
+            "dataset": self.config.data.dataset}

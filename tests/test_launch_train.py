@@ -33,7 +33,8 @@ def test_smoke_config_trains_and_writes_metrics(tmp_path, cache):
   assert metrics["test/n"] > 0
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert {r["split"] for r in rows} == {"train", "val"}
-  assert (workdir / "scatter_test.png").exists()
+  assert (workdir / "plots" / "test_scatter.png").exists()
+  assert (workdir / "predictions.npz").exists()
   assert "patient" not in proc.stderr.lower()
 
 

@@ -75,6 +75,15 @@ def _true_predictive(rng, n, k, spread=1.0):
   return x, y
 
 
+@pytest.mark.parametrize("k", [20, 40])  # K ≥ 19: (1 − 0.9)/2·(K+1) ≥ 1
+def test_coverage_is_nominal_for_small_ensembles(k):
+  # With the p(K+1) plotting position a calibrated K-sample ensemble covers the
+  # nominal level; np.quantile's default would give (K−1)/(K+1)·0.9 (0.86 at K = 40).
+  x, y = _true_predictive(np.random.default_rng(k), 20000, k)
+  assert pr.interval_coverage(x, y, 0.9) == pytest.approx(0.9, abs=0.01)
+  assert pr.interval_coverage(x, y, 0.5) == pytest.approx(0.5, abs=0.015)
+
+
 def test_coverage_and_pit_of_calibrated_and_overconfident_samples():
   rng = np.random.default_rng(3)
   x, y = _true_predictive(rng, 5000, 200)

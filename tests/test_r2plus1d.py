@@ -83,7 +83,8 @@ def tiny():
   params = filled_params(jax.eval_shape(model.init, jax.random.key(0), video)["params"])
 
   def loss(p):
-    pooled, tokens = model.apply({"params": p}, video, return_tokens=True)
+    pooled, fmap = model.apply({"params": p}, video, return_tokens=True)
+    tokens = fmap.reshape(fmap.shape[0], -1, fmap.shape[-1])
     return jnp.sum(pooled * weights), (pooled, tokens)
 
   (_, (pooled, tokens)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
@@ -113,7 +114,8 @@ def test_output_shapes(shape):
 
   def run(v):
     params = model.init(jax.random.key(0), v)
-    return model.apply(params, v, return_tokens=True)
+    pooled, fmap = model.apply(params, v, return_tokens=True)
+    return pooled, fmap.reshape(fmap.shape[0], -1, fmap.shape[-1])
 
   pooled, tokens = jax.eval_shape(run, video)
   t, h, w = token_grid(*shape[1:4])

@@ -23,6 +23,47 @@ def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
 
 
+# Config fields that change the shapes or meaning of a checkpoint's state.
+STATE_FIELDS = ("task", "model", "data.dataset", "data.attributes", "data.categorical",
+                "optim.name", "optim.ema_decay", "diffusion")
+
+
+def _get(d: dict, dotted: str):
+  for part in dotted.split("."):
+    if not isinstance(d, dict) or part not in d:
+      return None
+    d = d[part]
+  return d
+
+
+def config_differences(saved: dict, current: dict, fields=STATE_FIELDS) -> list[str]:
+  """'field: saved → current' for each state-defining field that differs (lists and
+  tuples compare equal, as JSON stores tuples as lists)."""
+  def norm(v):
+    if isinstance(v, (list, tuple)):
+      return [norm(x) for x in v]
+    return {k: norm(x) for k, x in v.items()} if isinstance(v, dict) else v
+  out = []
+  for field in fields:
+    a, b = norm(_get(saved, field)), norm(_get(current, field))
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += [f"{field}.{k}: {a.get(k)!r} → {b.get(k)!r}" for k in sorted(set(a) | set(b))
+              if a.get(k) != b.get(k)]
+    elif a != b:
+      out.append(f"{field}: {a!r} → {b!r}")
+  return out
+
+
+def check_same_config(saved: dict, current: dict, workdir: str) -> None:
+  """Raises ValueError naming the differing fields if a checkpoint in `workdir` was
+  written by a config whose state differs from `current`."""
+  diff = config_differences(saved, current)
+  if diff:
+    raise ValueError(f"{workdir} holds a checkpoint of another config ({'; '.join(diff[:6])}"
+                     f"{'; …' if len(diff) > 6 else ''}). Use another --workdir, or the "
+                     "config that wrote it.")
+
+
 class Checkpoints:
   """Last-k and best-by-metric checkpoints of a training state pytree."""
 
@@ -64,7 +105,8 @@ class Checkpoints:
     if not self.improves(metrics):
       return
     self.best_value = float(metrics[self.best_metric])
-    meta = dict(meta, metrics={k: float(v) for k, v in metrics.items()})
+    meta = dict(meta, metrics={k: float(v) for k, v in metrics.items()
+                               if isinstance(v, (int, float)) or getattr(v, "size", 0) == 1})
     self.best.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
@@ -80,6 +122,14 @@ class Checkpoints:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored.state, restored.meta
+
+  def meta(self, which: str = "last", step: int | None = None) -> dict:
+    """The JSON meta item of a checkpoint (config, fitted preprocessing, metrics)."""
+    manager = self.last if which == "last" else self.best
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no {which!r} checkpoint in {manager.directory}")
+    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
   def has_best(self) -> bool:
     return self.best is not None and self.best.latest_step() is not None

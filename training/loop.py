@@ -36,14 +36,21 @@ class NonFiniteError(FloatingPointError):
   """A training metric became NaN or Inf."""
 
 
-def _train_step(loss_fn, tx, state, batch):
+def _train_step(loss_fn, tx, ema_decay, state, batch):
   rng = jax.random.fold_in(state["rng"], state["step"])
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, rng)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
   new_state = dict(step=state["step"] + 1, params=params, opt_state=opt_state, rng=state["rng"])
+  if "ema" in state:
+    new_state["ema"] = optax.incremental_update(params, state["ema"], 1.0 - ema_decay)
   return new_state, metrics
+
+
+def eval_params(state):
+  """The parameters to evaluate: the EMA if the run keeps one, else the raw ones."""
+  return state.get("ema", state["params"])
 
 
 def _check_finite(history: list[tuple[int, dict]], last_good: int | None) -> None:
@@ -71,9 +78,12 @@ def _flush(writer, history, last_good):
 def init_state(task, config, rng) -> tuple[dict, optax.GradientTransformation]:
   init_rng, train_rng = jax.random.split(rng)
   params = task.init(init_rng, task.example_batch())
-  tx = optim.make_optimizer(config.optim, config.num_steps)
+  tx = optim.make_optimizer(config.optim, config.num_steps,
+                            pretrained_encoder=bool(config.get("model", {}).get("pretrained")))
   state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                rng=train_rng)
+  if config.optim.get("ema_decay", 0.0):
+    state["ema"] = jax.tree.map(jnp.copy, params)
   return state, tx
 
 
@@ -94,12 +104,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                      best_mode=ckpt_cfg.get("best_mode", "min"))
   start = ckpts.latest_step()
   if start is not None:
+    checkpoint_lib.check_same_config(ckpts.meta()["config"], config.to_dict(), workdir)
     state, _ = ckpts.restore(state)
     logging.info("Resumed from %s at step %d", ckpts.last.directory, start)
   start = start or 0
   meta = dict(task.meta(), config=config.to_dict())
   writer = writers.MetricWriter(workdir, resume_step=start)
-  train_step = jax.jit(functools.partial(_train_step, task.loss, tx), donate_argnums=0)
+  train_step = jax.jit(functools.partial(_train_step, task.loss, tx,
+                                         config.optim.get("ema_decay", 0.0)), donate_argnums=0)
 
   eval_rng = jax.random.key(config.seed + 1)
   batches = task.train_batches(start)
@@ -124,7 +136,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         logging.info("step %d/%d loss %.5g (%.2f steps/s, ETA %.0f s)", step, config.num_steps,
                      mean["loss"], rate, (config.num_steps - step) / max(rate, 1e-9))
       if evaluate:
-        val = task.evaluate(state["params"], jax.random.fold_in(eval_rng, step), "val",
+        val = task.evaluate(eval_params(state), jax.random.fold_in(eval_rng, step), "val",
                             final=False, workdir=workdir)
         writer.write(step, val, "val")
         if ckpts.best is not None:
@@ -133,10 +145,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         ckpts.save(step, state, meta)
         last_good = step
     ckpts.last.wait_until_finished()
-    params, used = state["params"], "last"
+    params, used = eval_params(state), "last"
     if ckpts.has_best():
       ckpts.best.wait_until_finished()
-      params, used = ckpts.restore(state, which="best")[0]["params"], "best"
+      params, used = eval_params(ckpts.restore(state, which="best")[0]), "best"
   finally:
     bar.close()
     writer.close()

@@ -1,6 +1,7 @@
 """Optimisers and learning-rate schedules from `config.optim`."""
 from __future__ import annotations
 
+import jax
 import optax
 
 
@@ -23,9 +24,7 @@ def make_schedule(cfg, num_steps: int) -> optax.Schedule:
   return main
 
 
-def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
-  """AdamW / Adam / SGD (Nesterov optional) with optional global-norm clipping."""
-  lr = make_schedule(cfg, num_steps)
+def _base_optimizer(cfg, lr) -> optax.GradientTransformation:
   name = cfg.name
   if name == "adamw":
     tx = optax.adamw(lr, weight_decay=cfg.get("weight_decay", 0.0))
@@ -37,5 +36,34 @@ def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
                                nesterov=cfg.get("nesterov", False)))
   else:
     raise ValueError(f"config.optim.name: unknown optimiser {name!r} (choose adamw, adam or sgd)")
+  return tx
+
+
+def encoder_labels(params, module: str = "encoder"):
+  """'encoder' for every leaf under a submodule named `module`, else 'rest'."""
+  def label(path, _):
+    names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+    return "encoder" if module in names else "rest"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(cfg, num_steps: int, *,
+                   pretrained_encoder: bool = False) -> optax.GradientTransformation:
+  """AdamW / Adam / SGD (Nesterov optional) with optional global-norm clipping.
+
+  With a pretrained encoder, `cfg.encoder_lr_mult` (default 0.1, as MCSDR §IV-B) scales
+  the schedule of the parameters under the `encoder` submodule (optax.multi_transform);
+  a randomly initialised encoder trains at the full rate.
+  """
+  lr = make_schedule(cfg, num_steps)
+  mult = float(cfg.get("encoder_lr_mult", 0.1)) if pretrained_encoder else 1.0
+  if mult == 1.0:
+    tx = _base_optimizer(cfg, lr)
+  else:
+    if mult <= 0:
+      raise ValueError(f"config.optim.encoder_lr_mult must be > 0, got {mult}")
+    tx = optax.multi_transform(
+        {"encoder": _base_optimizer(cfg, lambda step: mult * lr(step)),
+         "rest": _base_optimizer(cfg, lr)}, encoder_labels)
   clip = cfg.get("grad_clip", 0.0)
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx

@@ -1,0 +1,144 @@
+"""MCSDR networks: conditioning c = (video, attributes) and the ε-predictor (Fig. 4), and
+the deterministic baseline of Table IV (the same conditioning, an MSE head).
+
+`condition(batch)` runs the encoders once per case and returns the predictor's memory;
+`eps(memory, y_t, t)` is the cheap per-step call. Conditioning modes:
+  * 'tokens' (default): the context is the video feature map pooled to
+    `video_grid` = (t, h, w) tokens, plus one token per attribute, each with a learned
+    type/position embedding, so cross-attention weighs the evidence.
+  * 'paper_code': the published code's single token, concat(pooled video feature,
+    MLP(attributes)); attention over one token is inert (see score_net.MCSN).
+`use_attributes=False` is the vision-only ablation (attribute inputs are ignored).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mcsdr_jax import encoders
+from mcsdr_jax import score_net
+
+ENCODERS = ("small", "r2plus1d")
+CONDITIONINGS = ("tokens", "paper_code")
+
+
+def make_video_encoder(name: str, features: int, kwargs: dict[str, Any], dtype) -> nn.Module:
+  if name == "small":
+    return encoders.SmallVideoEncoder(features=features, dtype=dtype, name="encoder", **kwargs)
+  if name == "r2plus1d":
+    from mcsdr_jax import r2plus1d  # pylint: disable=g-import-not-at-top
+    return r2plus1d.R2Plus1D18(features=features, dtype=dtype, name="encoder", **kwargs)
+  raise ValueError(f"config.model.encoder: unknown encoder {name!r}; choose from {ENCODERS}")
+
+
+def _pool_matrix(size: int, bins: int) -> np.ndarray:
+  """(bins, size) averaging matrix of adaptive average pooling (bin i covers
+  [floor(i·size/bins), ceil((i+1)·size/bins)), as torch.nn.AdaptiveAvgPool)."""
+  m = np.zeros((bins, size), np.float32)
+  for i in range(bins):
+    lo, hi = (i * size) // bins, -((-(i + 1) * size) // bins)
+    m[i, lo:hi] = 1.0 / (hi - lo)
+  return m
+
+
+def adaptive_pool(fmap, grid: Sequence[int]):
+  """Adaptive average pooling of a (B, T, H, W, D) map to (B, *grid, D); an axis
+  shorter than its grid size is kept."""
+  for axis, g in zip((1, 2, 3), grid):
+    m = jnp.asarray(_pool_matrix(fmap.shape[axis], min(g, fmap.shape[axis])))
+    fmap = jnp.moveaxis(jnp.tensordot(m, fmap, axes=([1], [axis])), 0, axis)
+  return fmap
+
+
+class Conditioner(nn.Module):
+  """Encoders → context tokens (B, N, hidden) (mode 'tokens') or one token ('paper_code')."""
+  num_categories: Sequence[int]
+  encoder: str = "small"
+  encoder_kwargs: Any = None
+  features: int = 128
+  hidden: int = 256
+  attr_features: int = 64
+  attr_dropout: float = 0.0
+  use_attributes: bool = True
+  conditioning: str = "tokens"
+  video_grid: Sequence[int] = (4, 4, 4)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False):
+    if self.conditioning not in CONDITIONINGS:
+      raise ValueError(f"config.model.conditioning: {self.conditioning!r} is not one of "
+                       f"{CONDITIONINGS}")
+    enc = make_video_encoder(self.encoder, self.features, dict(self.encoder_kwargs or {}),
+                             self.dtype)
+    pooled, fmap = enc(batch["video"], train=train, return_tokens=True)
+    pooled, fmap = pooled.astype(jnp.float32), fmap.astype(jnp.float32)
+    attrs = None
+    if self.use_attributes and (batch["attr_cont"].shape[-1] or batch["attr_cat"].shape[-1]):
+      attrs = encoders.AttributeEncoder(self.num_categories, self.attr_features,
+                                        self.attr_dropout, name="attributes")(
+          batch["attr_cont"], batch["attr_cont_missing"], batch["attr_cat"], train=train)
+    if self.conditioning == "paper_code":
+      c = pooled
+      if attrs is not None:
+        a = nn.relu(nn.Dense(self.attr_features, name="attr_mlp0")(attrs.reshape(attrs.shape[0], -1)))
+        c = jnp.concatenate([c, nn.Dense(self.attr_features, name="attr_mlp1")(a)], axis=-1)
+      return c[:, None, :]
+    video = adaptive_pool(fmap, self.video_grid)
+    video = video.reshape(video.shape[0], -1, video.shape[-1])
+    video = nn.Dense(self.hidden, name="video_tokens")(video)
+    video = video + self.param("video_pos", nn.initializers.normal(0.02), video.shape[1:])
+    context = [video]
+    if attrs is not None:
+      a = nn.Dense(self.hidden, name="attr_tokens")(attrs)
+      context.append(a + self.param("attr_pos", nn.initializers.normal(0.02), a.shape[1:]))
+    return jnp.concatenate(context, axis=1)
+
+
+class MCSDR(nn.Module):
+  """ε_θ(y_t, t, c): Conditioner + a predictor of `score_net.PREDICTORS`."""
+  num_categories: Sequence[int]
+  predictor: str = "mcsn"
+  predictor_kwargs: Any = None
+  conditioner_kwargs: Any = None
+
+  def setup(self):
+    if self.predictor not in score_net.PREDICTORS:
+      raise ValueError(f"config.model.predictor: unknown predictor {self.predictor!r}; "
+                       f"choose from {sorted(score_net.PREDICTORS)}")
+    kw = dict(self.predictor_kwargs or {})
+    self.conditioner = Conditioner(self.num_categories, **dict(self.conditioner_kwargs or {}))
+    self.head = score_net.PREDICTORS[self.predictor](**kw)
+
+  def condition(self, batch, *, train: bool = False):
+    """Memory of the predictor for each case (encoders run here, once)."""
+    return self.head.prepare(self.conditioner(batch, train=train))
+
+  def eps(self, memory, y, t):
+    """ε̂ for noisy targets y (B,) at diffusion times t (scalar or (B,))."""
+    return self.head(memory, y, t)
+
+  def __call__(self, batch, y, t, *, train: bool = False):
+    return self.eps(self.condition(batch, train=train), y, t)
+
+
+class DeterministicRegressor(nn.Module):
+  """Table IV baseline: the same Conditioner, mean-pooled context → MLP → EF (standardised)."""
+  num_categories: Sequence[int]
+  conditioner_kwargs: Any = None
+  hidden: int = 256
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False):
+    context = Conditioner(self.num_categories, name="conditioner",
+                          **dict(self.conditioner_kwargs or {}))(batch, train=train)
+    h = nn.gelu(nn.Dense(self.hidden, name="head0")(jnp.mean(context, axis=1)))
+    return nn.Dense(1, name="head1")(h)[..., 0]
+
+
+def count_params(params) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(params)))
