@@ -80,32 +80,42 @@ def run_sampler(cfg: SamplerConfig, eps_fn, schedule: VPSchedule, key, shape, no
   return y, None
 
 
-def sample_posterior(model, params, batch, key, schedule: VPSchedule, *, num_samples: int,
-                     sampler: SamplerConfig = SamplerConfig(), return_trajectory: bool = False):
-  """Samples (B, K) of the standardised target, and trajectories (B, K, S) on request.
-
-  `model` is an `mcsdr_jax.model.MCSDR`; `batch` needs the model inputs and `index`
-  (the case ids that seed the noise). Jit this with `num_samples`, `sampler` and
-  `return_trajectory` static (see `make_sampler`).
-  """
+def sample_from_memory(model, params, memory, case_ids, key, schedule: VPSchedule, *,
+                       num_samples: int, sampler: SamplerConfig = SamplerConfig(),
+                       return_trajectory: bool = False):
+  """K chains of the predictor alone, given the encoders' output `memory` (the head
+  cost of a posterior). Returns samples (B, K) and trajectories (B, K, S) or None."""
   if num_samples < 1:
     raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
-  memory = model.apply(params, batch, method=model.condition)
-  b = batch["video"].shape[0]
+  b = case_ids.shape[0]
 
   def eps_fn(y, t):
     return model.apply(params, memory, y, t, method=model.eps)
 
-  noise_fn = per_case_noise(jnp.asarray(batch["index"], jnp.int32))
+  noise_fn = per_case_noise(jnp.asarray(case_ids, jnp.int32))
 
   def one_chain(k):
     return run_sampler(sampler, eps_fn, schedule, k, (b,), noise_fn, return_trajectory)
 
   samples, traj = jax.vmap(one_chain)(jax.random.split(key, num_samples))   # (K, B), (K, S, B)
-  samples = samples.T
   if return_trajectory:
     traj = jnp.transpose(traj, (2, 0, 1))
-  return samples, traj
+  return samples.T, traj
+
+
+def sample_posterior(model, params, batch, key, schedule: VPSchedule, *, num_samples: int,
+                     sampler: SamplerConfig = SamplerConfig(), return_trajectory: bool = False):
+  """Samples (B, K) of the standardised target, and trajectories (B, K, S) on request.
+
+  `model` is an `mcsdr_jax.model.MCSDR`; `batch` needs the model inputs and `index`
+  (the case ids that seed the noise). The encoders run once (`MCSDR.condition`), then
+  `sample_from_memory`. Jit with `num_samples`, `sampler` and `return_trajectory`
+  static (see `make_sampler`).
+  """
+  memory = model.apply(params, batch, method=model.condition)
+  return sample_from_memory(model, params, memory, batch["index"], key, schedule,
+                            num_samples=num_samples, sampler=sampler,
+                            return_trajectory=return_trajectory)
 
 
 def make_sampler(model, schedule: VPSchedule, *, num_samples: int, sampler: SamplerConfig,

@@ -157,6 +157,14 @@ class EFRegressionTask:
                                                    return_trajectory=trajectory)
     return self._samplers[key]
 
+  def eval_batches(self, split: str):
+    """One pass over `split` in index order (padded last batch: see batch['mask'])."""
+    return pipeline.make_loader(self.sources[split], self.pcfg, train=False,
+                                preprocessor=self.preprocessor)
+
+  def to_percent(self, standardised):
+    return np.asarray(standardised) * self.ef_std + self.ef_mean
+
   def predict(self, params, split: str, rng, *, num_samples: int | None = None,
               sampler_cfg: posterior.SamplerConfig | None = None, trajectory: bool = False):
     """EF (%) samples (N, K) per example of `split` (K = 1 for the deterministic model),
@@ -168,8 +176,7 @@ class EFRegressionTask:
     if self.kind == "mcsdr":
       fn = self.sampler(num_samples, sampler_cfg or sampler_config(self.config.sampling),
                         trajectory)
-    for batch in pipeline.make_loader(self.sources[split], self.pcfg, train=False,
-                                      preprocessor=self.preprocessor):
+    for batch in self.eval_batches(split):
       inputs = {k: batch[k] for k in MODEL_KEYS}
       traj = None
       if fn is None:
@@ -177,7 +184,7 @@ class EFRegressionTask:
       else:
         out, traj = fn(params, dict(inputs, index=batch["index"]), rng)
         out = np.asarray(out)
-      out = out * self.ef_std + self.ef_mean
+      out = self.to_percent(out)
       if total is None:
         total, count = np.zeros((n,) + out.shape[1:]), np.zeros(n)
         if traj is not None:
@@ -187,7 +194,7 @@ class EFRegressionTask:
       np.add.at(total, idx, out[ok])
       np.add.at(count, idx, 1)
       if traj is not None:
-        np.add.at(traj_total, idx, np.asarray(traj)[ok] * self.ef_std + self.ef_mean)
+        np.add.at(traj_total, idx, self.to_percent(np.asarray(traj)[ok]))
     if count is None or np.any(count == 0):
       raise RuntimeError(f"split {split!r}: {int(np.sum(count == 0)) if count is not None else n}"
                          " example(s) got no prediction")
