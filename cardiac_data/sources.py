@@ -25,9 +25,10 @@ def dataset_root(data_cfg) -> pathlib.Path:
       raise errors.DataFormatError(root, f"config.data.root: folder not found (dataset "
                                    f"{data_cfg.dataset!r})")
     return root
-  syn = data_cfg.synthetic
-  return cache.ensure_cohort(data_cfg.dataset, syn.num_subjects, syn.seed,
-                             cache_dir=str(cache_root(data_cfg)), progress=True)
+  syn = dict(data_cfg.synthetic)
+  num_subjects, seed = syn.pop("num_subjects"), syn.pop("seed")
+  return cache.ensure_cohort(data_cfg.dataset, num_subjects, seed,     # Other keys: writer
+                             cache_dir=str(cache_root(data_cfg)), progress=True, **syn)  # params.
 
 
 def split_names(data_cfg, builder) -> dict[str, str]:

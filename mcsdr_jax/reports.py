@@ -31,11 +31,16 @@ def case_info(root, source, spec, keys) -> dict:
   gt_path = pathlib.Path(root) / "ground_truth.csv"
   if keys is not None and gt_path.is_file():
     import pandas as pd  # pylint: disable=g-import-not-at-top
-    gt = pd.read_csv(gt_path, dtype={"FileName": str})
-    gt.index = [_strip(f) for f in gt["FileName"]]
-    found = [k in gt.index for k in keys]
+    gt = pd.read_csv(gt_path)
+    if "FileName" in gt.columns:      # EchoNet layouts: one row per video.
+      gt.index = [_strip(str(f)) for f in gt["FileName"]]
+      lookup = list(keys)
+    else:                             # CAMUS: one row per patient, keys patientXXXX_<view>.
+      gt.index = [str(p) for p in gt["Patient"]]
+      lookup = [k.split("_")[0] for k in keys]
+    found = [k in gt.index for k in lookup]
     if all(found):
-      rows = gt.loc[list(keys)]
+      rows = gt.loc[lookup]
       info["quality"] = [str(q) for q in rows["Quality"]]
       info["label_noise_sd"] = rows["LabelNoiseSD"].to_numpy(float)
     else:
