@@ -2,6 +2,7 @@
 dataset root, built once into array_record and split by the official rule."""
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 
@@ -31,6 +32,13 @@ def dataset_root(data_cfg) -> pathlib.Path:
                              cache_dir=str(cache_root(data_cfg)), progress=True, **syn)  # params.
 
 
+def default_tfds_dir(data_cfg, root: pathlib.Path) -> pathlib.Path:
+  """One TFDS folder per dataset root (`<cache>/tfds/<root name>-<path hash>`), so two
+  cohorts of one dataset (say the smoke and the default one) never rebuild each other."""
+  digest = hashlib.sha1(os.path.realpath(root).encode()).hexdigest()[:8]
+  return cache_root(data_cfg) / "tfds" / f"{root.name}-{digest}"
+
+
 def split_names(data_cfg, builder) -> dict[str, str]:
   if data_cfg.dataset == "echonet_pediatric":
     return builders.pediatric_cv_splits(data_cfg.test_fold, builder)
@@ -40,7 +48,7 @@ def split_names(data_cfg, builder) -> dict[str, str]:
 def load_sources(data_cfg, attribute_spec=None):
   """Returns (builder, {"train"|"val"|"test": tfds data source})."""
   root = dataset_root(data_cfg)
-  tfds_dir = data_cfg.get("tfds_dir") or str(cache_root(data_cfg) / "tfds")
+  tfds_dir = data_cfg.get("tfds_dir") or str(default_tfds_dir(data_cfg, root))
   builder = builders.build(data_cfg.dataset, root, tfds_dir, view=data_cfg.view,
                            size=data_cfg.image_size, attributes=attribute_spec)
   splits = split_names(data_cfg, builder)

@@ -23,7 +23,7 @@ def get_config(arg: str | None = None):
   c.data.frames = 16 if size != "smoke" else 8
   c.data.period = 1
   c.data.sampling = "mcsdr"
-  c.data.image_size = 112 if size != "smoke" else 64
+  c.data.image_size = 112 if size == "full" else 64
   c.data.batch_size = 4 if size == "smoke" else 8
   c.data.worker_count = 0 if size == "smoke" else (8 if size == "full" else 2)
   c.data.augment = True

@@ -34,8 +34,8 @@ def mcsdr_model() -> ml_collections.ConfigDict:
   """MCSDR network (mcsdr_jax/model.py), CPU-sized. Fields:
 
   kind: 'mcsdr' (diffusion, the paper) or 'deterministic' (Table IV baseline).
-  encoder: 'small' (3D CNN, CPU) or 'r2plus1d' (R(2+1)D-18, accelerators), with
-    encoder_kwargs; features: encoder output width.
+  encoder: 'frames' (per-frame 2D CNN + temporal convs, CPU), 'small' (tubelet 3D CNN)
+    or 'r2plus1d' (R(2+1)D-18, accelerators), with encoder_kwargs; features: its width.
   predictor: 'mcsn' (cross-attention, Fig. 4), 'mlp' or 'transformer_decoder' (Table V);
     hidden, heads, num_layers (0 = the predictor's default), mlp_ratio, time_dim.
   conditioning: 'tokens' (video tokens pooled to video_grid + one token per attribute)
@@ -45,13 +45,15 @@ def mcsdr_model() -> ml_collections.ConfigDict:
   pretrained: a workdir whose best checkpoint initialises the video encoder (trained
     then at config.optim.encoder_lr_mult × the learning rate).
   dtype: computation dtype of the encoder ('bfloat16' on accelerators).
+  eps_skip: ε̂ = √(1−ᾱ)·y_t + √ᾱ·F (well conditioned at t ≈ T; see mcsdr_jax/model.py);
+    False = the network outputs ε̂ directly, as the published code.
   """
   return ml_collections.ConfigDict(dict(
-      kind="mcsdr", encoder="small",
-      encoder_kwargs=ml_collections.ConfigDict(dict(widths=(32, 64), patch=(2, 8, 8))),
+      kind="mcsdr", encoder="frames",
+      encoder_kwargs=ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), temporal=1)),
       features=64, predictor="mcsn", hidden=128, heads=4, num_layers=0, mlp_ratio=4,
       time_dim=64, conditioning="tokens", video_grid=(4, 4, 4), use_attributes=True,
-      attr_features=32, attr_dropout=0.1, pretrained="", dtype="float32"))
+      attr_features=32, attr_dropout=0.1, pretrained="", dtype="float32", eps_skip=True))
 
 
 def r2plus1d_model(c: ml_collections.ConfigDict) -> None:

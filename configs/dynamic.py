@@ -20,7 +20,7 @@ def get_config(arg: str | None = None):
   c.data.frames = 32 if size == "full" else 16
   c.data.period = 4 if size == "full" else 2
   c.data.sampling = "mcsdr"
-  c.data.image_size = 64 if size == "smoke" else 112
+  c.data.image_size = 112 if size == "full" else 64
   c.data.batch_size = 4 if size == "smoke" else 8
   c.data.worker_count = 0 if size == "smoke" else (8 if size == "full" else 2)
   c.data.augment = True

@@ -27,7 +27,7 @@ def get_config(arg: str | None = None):
   c.data.frames = 16
   c.data.period = 1
   c.data.sampling = "mcsdr"   # Every period-th frame, a 90–100 % crop resampled to `frames`.
-  c.data.image_size = 112
+  c.data.image_size = 64      # CPU default; 'full' uses 112 (EchoNet's size).
   c.data.batch_size = 8
   c.data.worker_count = 2
   c.data.augment = True
@@ -39,9 +39,11 @@ def get_config(arg: str | None = None):
   c.diffusion = common.diffusion()
   c.diffusion.noise_draws = 8
   c.sampling = common.sampling()
-  c.num_steps = 800
-  c.eval_every = 200
-  c.checkpoint.save_every = 200
+  c.optim.lr = 1e-3
+  c.optim.warmup_steps = 100
+  c.num_steps = 2400
+  c.eval_every = 600
+  c.checkpoint.save_every = 600
 
   if size == "smoke":
     c.data.synthetic.num_subjects = 48
@@ -49,7 +51,7 @@ def get_config(arg: str | None = None):
     c.data.image_size = 64
     c.data.batch_size = 4
     c.data.worker_count = 0
-    c.model.encoder_kwargs.widths = (8, 16)
+    c.model.encoder_kwargs.widths = (8, 8, 16, 16)
     c.model.features = 16
     c.model.hidden = 32
     c.model.attr_features = 16
@@ -61,6 +63,8 @@ def get_config(arg: str | None = None):
     c.checkpoint.save_every = 10
   elif size == "full":
     common.r2plus1d_model(c)
+    c.data.image_size = 112
+    c.optim.lr = 3e-4
     c.data.batch_size = 8
     c.data.worker_count = 8
     c.diffusion.noise_draws = 1

@@ -50,6 +50,41 @@ class SmallVideoEncoder(nn.Module):
     return (pooled, fmap) if return_tokens else pooled
 
 
+class FrameEncoder(nn.Module):
+  """Per-frame 2D CNN, then residual temporal convolutions: an (2+1)D design sized for CPUs.
+
+  Each frame passes `widths` stride-2 conv-GN-GELU stages (2D convolutions are fast on
+  XLA:CPU); `temporal` residual (3, 1, 1) convolutions then mix time. The pooled feature
+  concatenates the mean, max and min over time of the per-frame spatial means, so a
+  per-frame quantity such as cavity area can enter as its range over the cycle (as EF
+  does). `return_tokens=True` also returns the map (B, T, H', W', features).
+  """
+  widths: Sequence[int] = (16, 32, 64, 64)
+  features: int = 64
+  temporal: int = 1
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, video, *, train: bool = False, return_tokens: bool = False):
+    b, t, h, w, c = video.shape
+    x = video.astype(self.dtype).reshape(b * t, h, w, c)
+    for i, width in enumerate(self.widths):
+      x = nn.Conv(width, (5, 5) if i == 0 else (3, 3), strides=(2, 2), padding="SAME",
+                  use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)
+      x = nn.gelu(nn.GroupNorm(num_groups=min(8, width), dtype=self.dtype, name=f"norm{i}")(x))
+    x = x.reshape((b, t) + x.shape[1:])
+    for j in range(self.temporal):
+      y = nn.Conv(x.shape[-1], (3, 1, 1), padding="SAME", use_bias=False, dtype=self.dtype,
+                  name=f"tconv{j}")(x)
+      x = x + nn.gelu(nn.GroupNorm(num_groups=min(8, x.shape[-1]), dtype=self.dtype,
+                                   name=f"tnorm{j}")(y))
+    fmap = nn.Dense(self.features, dtype=self.dtype, name="proj")(x)
+    per_frame = jnp.mean(fmap.astype(jnp.float32), axis=(2, 3))          # (B, T, F)
+    stats = jnp.concatenate([per_frame.mean(1), per_frame.max(1), per_frame.min(1)], axis=-1)
+    pooled = nn.Dense(self.features, name="pool")(stats)
+    return (pooled, fmap) if return_tokens else pooled
+
+
 class AttributeEncoder(nn.Module):
   """One token per attribute: continuous value -> Dense, categorical -> Embed.
 

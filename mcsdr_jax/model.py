@@ -3,9 +3,9 @@ the deterministic baseline of Table IV (the same conditioning, an MSE head).
 
 `condition(batch)` runs the encoders once per case and returns the predictor's memory;
 `eps(memory, y_t, t)` is the cheap per-step call. Conditioning modes:
-  * 'tokens' (default): the context is the video feature map pooled to
-    `video_grid` = (t, h, w) tokens, plus one token per attribute, each with a learned
-    type/position embedding, so cross-attention weighs the evidence.
+  * 'tokens' (default): the context is a summary token (the encoder's pooled feature),
+    the video feature map pooled to `video_grid` = (t, h, w) tokens with learned position
+    embeddings, and one token per attribute, so cross-attention weighs the evidence.
   * 'paper_code': the published code's single token, concat(pooled video feature,
     MLP(attributes)); attention over one token is inert (see score_net.MCSN).
 `use_attributes=False` is the vision-only ablation (attribute inputs are ignored).
@@ -22,11 +22,13 @@ import numpy as np
 from mcsdr_jax import encoders
 from mcsdr_jax import score_net
 
-ENCODERS = ("small", "r2plus1d")
+ENCODERS = ("frames", "small", "r2plus1d")
 CONDITIONINGS = ("tokens", "paper_code")
 
 
 def make_video_encoder(name: str, features: int, kwargs: dict[str, Any], dtype) -> nn.Module:
+  if name == "frames":
+    return encoders.FrameEncoder(features=features, dtype=dtype, name="encoder", **kwargs)
   if name == "small":
     return encoders.SmallVideoEncoder(features=features, dtype=dtype, name="encoder", **kwargs)
   if name == "r2plus1d":
@@ -92,7 +94,8 @@ class Conditioner(nn.Module):
     video = video.reshape(video.shape[0], -1, video.shape[-1])
     video = nn.Dense(self.hidden, name="video_tokens")(video)
     video = video + self.param("video_pos", nn.initializers.normal(0.02), video.shape[1:])
-    context = [video]
+    summary = nn.Dense(self.hidden, name="summary_token")(pooled)[:, None]
+    context = [summary, video]
     if attrs is not None:
       a = nn.Dense(self.hidden, name="attr_tokens")(attrs)
       context.append(a + self.param("attr_pos", nn.initializers.normal(0.02), a.shape[1:]))
@@ -100,11 +103,21 @@ class Conditioner(nn.Module):
 
 
 class MCSDR(nn.Module):
-  """ε_θ(y_t, t, c): Conditioner + a predictor of `score_net.PREDICTORS`."""
+  """ε_θ(y_t, t, c): Conditioner + a predictor of `score_net.PREDICTORS`.
+
+  `eps_skip` (default) preconditions the output as ε̂ = √(1−ᾱ_t)·y_t + √ᾱ_t·F(y_t, t, c):
+  the zero network is then the optimal ε-predictor for unit-variance targets, and F is a
+  v-prediction (x̂0 = √ᾱ_t·y_t − √(1−ᾱ_t)·F). The loss is still Eq. 6. Without it (the
+  published code) ε̂ must reproduce y_t to ~1e-3 at t ≈ T, where DDIM's first
+  x̂0 = (y − √(1−ᾱ)ε̂)/√ᾱ multiplies the error by 1/√ᾱ_999 ≈ 157.
+  `schedule` = (T, β_start, β_end) gives ᾱ_t by the continuous VP form at s = (t+1)/T.
+  """
   num_categories: Sequence[int]
   predictor: str = "mcsn"
   predictor_kwargs: Any = None
   conditioner_kwargs: Any = None
+  eps_skip: bool = True
+  schedule: Sequence[float] = (1000, 1e-4, 0.02)
 
   def setup(self):
     if self.predictor not in score_net.PREDICTORS:
@@ -120,7 +133,13 @@ class MCSDR(nn.Module):
 
   def eps(self, memory, y, t):
     """ε̂ for noisy targets y (B,) at diffusion times t (scalar or (B,))."""
-    return self.head(memory, y, t)
+    out = self.head(memory, y, t)
+    if not self.eps_skip:
+      return out
+    n, b0, b1 = self.schedule
+    s = (jnp.asarray(t, jnp.float32) + 1.0) / n
+    ab = jnp.exp(-n * b0 * s - 0.5 * n * (b1 - b0) * s ** 2)
+    return jnp.sqrt(1.0 - ab) * y + jnp.sqrt(ab) * out
 
   def __call__(self, batch, y, t, *, train: bool = False):
     return self.eps(self.condition(batch, train=train), y, t)

@@ -55,7 +55,7 @@ def sampler_config(cfg) -> posterior.SamplerConfig:
                                  eta=cfg.get("eta", 0.0), spacing=cfg.get("spacing", "trailing"))
 
 
-def build_model(mcfg, num_categories):
+def build_model(mcfg, num_categories, diffusion_cfg=None):
   """The Flax module of config.model (see configs/common.py:mcsdr_model)."""
   if mcfg.kind not in KINDS:
     raise ValueError(f"config.model.kind: {mcfg.kind!r} is not one of {KINDS}")
@@ -72,8 +72,11 @@ def build_model(mcfg, num_categories):
     pred.update(heads=mcfg.heads, mlp_ratio=mcfg.mlp_ratio)
   if mcfg.get("num_layers"):
     pred["num_layers"] = mcfg.num_layers
+  schedule = (1000, 1e-4, 0.02) if diffusion_cfg is None else (
+      diffusion_cfg.num_steps, diffusion_cfg.beta_start, diffusion_cfg.beta_end)
   return model_lib.MCSDR(num_categories, predictor=mcfg.predictor, predictor_kwargs=pred,
-                         conditioner_kwargs=cond)
+                         conditioner_kwargs=cond, eps_skip=mcfg.get("eps_skip", True),
+                         schedule=schedule)
 
 
 class EFRegressionTask:
@@ -92,7 +95,7 @@ class EFRegressionTask:
     self.ef_mean, self.ef_std = float(np.nanmean(ef)), float(np.nanstd(ef))
     self.pcfg = pipeline_config(d, config.seed)
     num_categories = tuple(len(c) for c in self.spec.categorical.values())
-    self.model = build_model(config.model, num_categories)
+    self.model = build_model(config.model, num_categories, config.diffusion)
     self.schedule = schedule_lib.linear_schedule(config.diffusion.num_steps,
                                                  config.diffusion.beta_start,
                                                  config.diffusion.beta_end)

@@ -198,3 +198,27 @@ def test_ema_tracks_parameters():
   np.testing.assert_allclose(new["params"]["w"], 0.0)
   np.testing.assert_allclose(new["ema"]["w"], 0.9 * 1.0 + 0.1 * 0.0)
   assert loop.eval_params(new) is new["ema"]
+
+
+def test_eps_skip_preconditioning():
+  # ε̂ = √(1−ᾱ)·y + √ᾱ·F: at t = 999 an untrained network already gives ε̂ ≈ y, the
+  # optimal predictor for unit-variance targets, so DDIM's x̂0 = (y − √(1−ᾱ)ε̂)/√ᾱ stays O(1).
+  batch = _batch()
+  raw = _tiny_model()
+  params = _init(raw, batch)
+  skip = model_lib.MCSDR((2,), predictor=raw.predictor, predictor_kwargs=raw.predictor_kwargs,
+                         conditioner_kwargs=raw.conditioner_kwargs, eps_skip=True)
+  raw = model_lib.MCSDR((2,), predictor=raw.predictor, predictor_kwargs=raw.predictor_kwargs,
+                        conditioner_kwargs=raw.conditioner_kwargs, eps_skip=False)
+  memory = raw.apply(params, batch, method=raw.condition)
+  sched = schedule_lib.linear_schedule()
+  y = jnp.array([0.5, -1.2, 2.0])
+  for t in (0, 99, 500, 999):
+    tt = jnp.full((3,), t)
+    f = np.asarray(raw.apply(params, memory, y, tt, method=raw.eps))
+    e = np.asarray(skip.apply(params, memory, y, tt, method=skip.eps))
+    ab = float(sched.alphas_cumprod[t])
+    np.testing.assert_allclose(e, np.sqrt(1 - ab) * np.asarray(y) + np.sqrt(ab) * f,
+                               rtol=0.05, atol=0.05 * np.sqrt(ab) * np.abs(f).max() + 1e-6)
+  x0 = (np.asarray(y) - np.sqrt(1 - ab) * e) / np.sqrt(ab)
+  assert np.all(np.abs(x0) < 10 * (np.abs(f).max() + 1))
