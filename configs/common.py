@@ -70,9 +70,13 @@ def r2plus1d_model(c: ml_collections.ConfigDict) -> None:
 
 def diffusion() -> ml_collections.ConfigDict:
   """VP schedule (β linear 1e-4 → 0.02, T = 1000); noise_draws: (t, ε) draws per example
-  and step, sharing one encoder pass (1 = the paper)."""
+  and step, sharing one encoder pass (1 = the paper); aux_weight: weight of an MSE on a
+  linear EF head of the encoder's summary token, added to Eq. 6 (0 = the paper's loss).
+  The published code starts from an encoder already trained on EF (CoReEcho's weights);
+  the auxiliary term gives a randomly initialised encoder that supervision within one
+  run. The posterior still comes from the diffusion head alone."""
   return ml_collections.ConfigDict(dict(num_steps=1000, beta_start=1e-4, beta_end=0.02,
-                                        noise_draws=1))
+                                        noise_draws=1, aux_weight=0.0))
 
 
 def sampling() -> ml_collections.ConfigDict:

@@ -126,6 +126,7 @@ class MCSDR(nn.Module):
     kw = dict(self.predictor_kwargs or {})
     self.conditioner = Conditioner(self.num_categories, **dict(self.conditioner_kwargs or {}))
     self.head = score_net.PREDICTORS[self.predictor](**kw)
+    self.aux_head = nn.Dense(1)
 
   def condition(self, batch, *, train: bool = False):
     """Memory of the predictor for each case (encoders run here, once)."""
@@ -141,8 +142,14 @@ class MCSDR(nn.Module):
     ab = jnp.exp(-n * b0 * s - 0.5 * n * (b1 - b0) * s ** 2)
     return jnp.sqrt(1.0 - ab) * y + jnp.sqrt(ab) * out
 
+  def condition_and_aux(self, batch, *, train: bool = False):
+    """(memory, EF estimate (B,) of a linear head on the first context token): the
+    auxiliary regression that supervises the encoder directly (config.diffusion.aux_weight)."""
+    context = self.conditioner(batch, train=train)
+    return self.head.prepare(context), self.aux_head(context[:, 0])[:, 0]
+
   def __call__(self, batch, y, t, *, train: bool = False):
-    return self.eps(self.condition(batch, train=train), y, t)
+    return self.eps(self.condition_and_aux(batch, train=train)[0], y, t)
 
 
 class DeterministicRegressor(nn.Module):

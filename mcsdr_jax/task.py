@@ -130,8 +130,8 @@ class EFRegressionTask:
       pred = self.model.apply(params, inputs, train=True, rngs={"attr_dropout": drop_rng})
       return jnp.mean((pred - target) ** 2), {
           "mae_ef": jnp.mean(jnp.abs(pred - target)) * self.ef_std}
-    memory = self.model.apply(params, inputs, train=True, rngs={"attr_dropout": drop_rng},
-                              method=self.model.condition)
+    memory, aux = self.model.apply(params, inputs, train=True, rngs={"attr_dropout": drop_rng},
+                                   method=self.model.condition_and_aux)
 
     def eps_fn(y, t):
       return self.model.apply(params, memory, y, t, method=self.model.eps)
@@ -141,8 +141,10 @@ class EFRegressionTask:
 
     # Several (t, ε) draws per example reuse one encoder pass (mean of Eq. 6 estimates).
     keys = jax.random.split(noise_rng, self.config.diffusion.get("noise_draws", 1))
-    loss = jnp.mean(jax.vmap(one_draw)(keys))
-    return loss, {}
+    eps_loss = jnp.mean(jax.vmap(one_draw)(keys))
+    aux_mse = jnp.mean((aux - target) ** 2)
+    loss = eps_loss + self.config.diffusion.get("aux_weight", 0.0) * aux_mse
+    return loss, {"eps_loss": eps_loss, "aux_mae_ef": jnp.mean(jnp.abs(aux - target)) * self.ef_std}
 
   def train_batches(self, start_step: int):
     return pipeline.make_loader(self.sources["train"], self.pcfg, train=True,

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,8 +32,15 @@ def test_smoke_config_trains_and_writes_metrics(tmp_path, cache):
     for name in ("mae", "rmse", "r2", "mean_predictor_mae"):
       assert f"{split}/{name}" in metrics
   assert metrics["test/n"] > 0
+  for name in ("crps", "crps_all_pairs", "coverage90", "sigma_error_spearman"):
+    assert f"test/{name}" in metrics
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert {r["split"] for r in rows} == {"train", "val"}
+  train = [r for r in rows if r["split"] == "train"]
+  assert train[-1]["loss"] < train[0]["loss"]          # The smoke run learns something.
+  pred = np.load(workdir / "predictions.npz")
+  assert pred["samples"].shape == (metrics["test/n"], 8) and pred["truth"].shape == (metrics["test/n"],)
+  assert pred["ids"].dtype.kind == "U"
   assert (workdir / "plots" / "test_scatter.png").exists()
   assert (workdir / "predictions.npz").exists()
   assert "patient" not in proc.stderr.lower()
@@ -48,6 +56,12 @@ def test_unknown_config_field_is_a_clear_error(tmp_path, cache):
 def test_unknown_variant_is_a_clear_error(tmp_path, cache):
   proc = run_train("--config=configs/pediatric.py:smok", f"--workdir={tmp_path}", cache=cache)
   assert proc.returncode != 0 and "unknown variant 'smok'" in proc.stderr
+
+
+def test_fewer_than_two_posterior_samples_is_a_clear_error(tmp_path, cache):
+  proc = run_train("--config=configs/pediatric.py:smoke", "--config.sampling.num_samples=1",
+                   f"--workdir={tmp_path}", cache=cache)
+  assert proc.returncode != 0 and "config.sampling.num_samples" in proc.stderr
 
 
 def test_missing_data_root_names_the_field(tmp_path, cache):
