@@ -234,7 +234,7 @@ class EFRegressionTask:
     d = self.config.data
     mode = "vision" if not self.config.model.use_attributes or not (
         d.get("attributes") or d.get("categorical")) else "vision + attributes"
-    return f"{d.dataset} {split} ({self.kind}, {mode})"
+    return f"{d.dataset} {split}: {mode}"
 
   def meta(self):
     return {"attributes": self.preprocessor.to_json(), "ef_mean": self.ef_mean,

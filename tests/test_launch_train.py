@@ -68,3 +68,14 @@ def test_missing_data_root_names_the_field(tmp_path, cache):
   proc = run_train("--config=configs/pediatric.py:smoke", "--config.data.root=/nonexistent/x",
                    f"--workdir={tmp_path}", cache=cache)
   assert proc.returncode != 0 and "config.data.root" in proc.stderr
+
+
+@pytest.mark.parametrize("config", ["camus", "dynamic"])
+def test_other_mcsdr_configs_train_on_their_synthetic_cohorts(tmp_path, cache, config):
+  proc = run_train(f"--config=configs/{config}.py:smoke", "--config.num_steps=4",
+                   "--config.eval_every=4", "--config.checkpoint.save_every=4",
+                   f"--workdir={tmp_path}", cache=cache)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  assert metrics["test/n"] > 0 and "test/crps" in metrics
+  assert ("test/by_quality" in metrics) == (config == "camus" or config == "dynamic")
