@@ -78,4 +78,4 @@ def test_other_mcsdr_configs_train_on_their_synthetic_cohorts(tmp_path, cache, c
   assert proc.returncode == 0, proc.stderr[-3000:]
   metrics = json.loads((tmp_path / "metrics.json").read_text())
   assert metrics["test/n"] > 0 and "test/crps" in metrics
-  assert ("test/by_quality" in metrics) == (config == "camus" or config == "dynamic")
+  assert "test/by_quality" in metrics      # ground_truth.csv of the synthetic cohort
