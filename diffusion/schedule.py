@@ -15,6 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def alpha_bar_continuous(s, num_steps: int, beta_start: float, beta_end: float):
+  """ᾱ(s) = exp(−β̄_min·s − ½(β̄_max − β̄_min)s²) of the VP-SDE with β̄ = T·β (s ∈ [0, 1])."""
+  b0, b1 = num_steps * beta_start, num_steps * beta_end
+  return jnp.exp(-b0 * s - 0.5 * (b1 - b0) * s ** 2)
+
+
 class VPSchedule(NamedTuple):
   """Arrays of the discrete schedule (a pytree; pass it into jitted functions)."""
   betas: jnp.ndarray            # (T,)
@@ -33,9 +39,7 @@ class VPSchedule(NamedTuple):
 
   def alpha_bar_continuous(self, s):
     """ᾱ(s) = exp(−∫₀ˢ β(u) du)."""
-    T = self.num_steps
-    b0, b1 = T * self.beta_start, T * self.beta_end
-    return jnp.exp(-b0 * s - 0.5 * (b1 - b0) * s ** 2)
+    return alpha_bar_continuous(s, self.num_steps, self.beta_start, self.beta_end)
 
 
 def linear_schedule(num_steps: int = 1000, beta_start: float = 1e-4,

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffusion import schedule as schedule_lib
 from mcsdr_jax import encoders
 from mcsdr_jax import score_net
 
@@ -138,8 +139,7 @@ class MCSDR(nn.Module):
     if not self.eps_skip:
       return out
     n, b0, b1 = self.schedule
-    s = (jnp.asarray(t, jnp.float32) + 1.0) / n
-    ab = jnp.exp(-n * b0 * s - 0.5 * n * (b1 - b0) * s ** 2)
+    ab = schedule_lib.alpha_bar_continuous((jnp.asarray(t, jnp.float32) + 1.0) / n, n, b0, b1)
     return jnp.sqrt(1.0 - ab) * y + jnp.sqrt(ab) * out
 
   def condition_and_aux(self, batch, *, train: bool = False):
