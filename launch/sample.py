@@ -175,15 +175,8 @@ def time_sampler(fn, params, inputs, key, num_cases: int, label: str):
 
 def per_case_samples(task, outputs, host, num_cases: int) -> np.ndarray:
   """EF (%) samples (N, K): clips of a video averaged sample-wise (as task.predict)."""
-  k = outputs[0].shape[1]
-  total, count = np.zeros((num_cases, k)), np.zeros(num_cases)
-  for out, h in zip(outputs, host):
-    ok = h["mask"]
-    np.add.at(total, h["index"][ok], task.to_percent(out)[ok])
-    np.add.at(count, h["index"][ok], 1)
-  if np.any(count == 0):
-    raise RuntimeError(f"{int(np.sum(count == 0))} case(s) got no prediction")
-  return total / count[:, None]
+  return task_lib.average_per_case(num_cases, [(h["index"], h["mask"]) for h in host],
+                                   [task.to_percent(out) for out in outputs])
 
 
 def _clean(value):

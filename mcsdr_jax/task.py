@@ -79,6 +79,23 @@ def build_model(mcfg, num_categories, diffusion_cfg=None):
                          schedule=schedule)
 
 
+def average_per_case(num_cases: int, keys, values, split: str = "") -> np.ndarray:
+  """Per-case mean (N, ...) of batched outputs: `keys` is a list of (index, mask) per
+  batch, `values` the matching (B, ...) arrays; padding (mask False) is dropped and the
+  clips of one video are averaged. Raises if a case got no output."""
+  total = count = None
+  for (index, mask), v in zip(keys, values):
+    v = np.asarray(v)
+    if total is None:
+      total, count = np.zeros((num_cases,) + v.shape[1:]), np.zeros(num_cases)
+    np.add.at(total, index[mask], v[mask])
+    np.add.at(count, index[mask], 1)
+  missing = num_cases if count is None else int(np.sum(count == 0))
+  if missing:
+    raise RuntimeError(f"split {split!r}: {missing} example(s) got no prediction")
+  return total / count.reshape((-1,) + (1,) * (total.ndim - 1))
+
+
 class EFRegressionTask:
   """Video (+ attributes) → EF posterior (MCSDR) or point estimate (baseline)."""
 
@@ -175,37 +192,25 @@ class EFRegressionTask:
     """EF (%) samples (N, K) per example of `split` (K = 1 for the deterministic model),
     the labels (N,), and trajectories (N, K, S) in EF % if requested. Clips of one
     video are averaged sample-wise (their noise is shared, keyed by the video index)."""
-    n = len(self.sources[split])
-    total = count = traj_total = None
     fn = None
     if self.kind == "mcsdr":
       fn = self.sampler(num_samples, sampler_cfg or sampler_config(self.config.sampling),
                         trajectory)
+    keys, outs, trajs = [], [], []
     for batch in self.eval_batches(split):
       inputs = {k: batch[k] for k in MODEL_KEYS}
-      traj = None
+      keys.append((batch["index"], batch["mask"]))
       if fn is None:
-        out = np.asarray(self._predict(params, inputs))[:, None]
-      else:
-        out, traj = fn(params, dict(inputs, index=batch["index"]), rng)
-        out = np.asarray(out)
-      out = self.to_percent(out)
-      if total is None:
-        total, count = np.zeros((n,) + out.shape[1:]), np.zeros(n)
-        if traj is not None:
-          traj_total = np.zeros((n,) + traj.shape[1:])
-      ok = batch["mask"]
-      idx = batch["index"][ok]
-      np.add.at(total, idx, out[ok])
-      np.add.at(count, idx, 1)
+        outs.append(self.to_percent(self._predict(params, inputs))[:, None])
+        continue
+      out, traj = fn(params, dict(inputs, index=batch["index"]), rng)
+      outs.append(self.to_percent(out))
       if traj is not None:
-        np.add.at(traj_total, idx, self.to_percent(np.asarray(traj)[ok]))
-    if count is None or np.any(count == 0):
-      raise RuntimeError(f"split {split!r}: {int(np.sum(count == 0)) if count is not None else n}"
-                         " example(s) got no prediction")
+        trajs.append(self.to_percent(traj))
+    n = len(self.sources[split])
+    samples = average_per_case(n, keys, outs, split)
+    trajs = average_per_case(n, keys, trajs, split) if trajs else None
     labels = np.asarray(builders.split_metadata(self.sources[split], "ef"), np.float64)
-    samples = total / count[:, None]
-    trajs = traj_total / count[:, None, None] if traj_total is not None else None
     return samples, labels, trajs
 
   def evaluate(self, params, rng, split, *, final, workdir):
