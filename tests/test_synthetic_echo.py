@@ -380,3 +380,24 @@ def test_affine_contraction_gives_the_target_ef():
     ef = V.ejection_fraction(echo.lv_volume_px(heart, 0.0), echo.lv_volume_px(heart, 1.0))
     assert ef == pytest.approx(subject.true_ef, abs=1e-9)
     assert 0 < heart.f_long < heart.f_rad < 1 or subject.true_ef < 20
+
+
+def test_speckle_map_follows_the_lv_and_leaves_the_chest_wall():
+  """Tissue-locked speckle: at ED the map is the identity; at ES a point of the LV
+  contour maps back to the same contour point at ED; far from the heart, identity."""
+  rng = np.random.default_rng(3)
+  heart, _ = echo.make_heart_and_acquisition(echo.pediatric_subject(rng), rng, size=112,
+                                             fps_choices=(50,), fps_probs=(1.0,))
+  map_x, map_y = echo._tissue_map(heart, np.array([0.0, 1.0]), 112)
+  yy, xx = np.mgrid[0:112, 0:112]
+  np.testing.assert_allclose(map_x[0], xx, atol=1e-4)
+  np.testing.assert_allclose(map_y[0], yy, atol=1e-4)
+  ed, es = echo.lv_contour(heart, 0.0, n=9), echo.lv_contour(heart, 1.0, n=9)
+  for p_ed, p_es in zip(ed[1:-1], es[1:-1]):   # interior points (hinges are at the edge)
+    i, j = np.round(p_es[::-1]).astype(int)
+    # At the pixel nearest the ES point (≤ 0.71 px away, Jacobian ≤ 1.5), the map
+    # lands within 1 px of the ED point; the identity would miss by f_r·b ≈ 4 px.
+    assert np.hypot(map_x[1, i, j] - p_ed[0], map_y[1, i, j] - p_ed[1]) < 1.0
+  far = np.hypot(xx - heart.apex[0], yy - heart.apex[1]) > 4 * heart.a * (1 + heart.tau)
+  if far.any():
+    np.testing.assert_allclose(map_x[1][far], xx[far], atol=1e-4)

@@ -19,8 +19,9 @@ target EF and TrueEF = 100·(EDV − ESV)/EDV holds exactly; the written tracing
 the same truncated ellipse at the ED/ES frames (rendered frames hit c = 0 and
 c = 1 exactly).
 
-Ultrasound look: sector mask, speckle (Rayleigh-like amplitude, part static and
-part per frame), depth attenuation, gain/contrast, blur, near-field clutter, and
+Ultrasound look: sector mask, speckle (Rayleigh-like amplitude; tissue-locked: the
+pattern moves with the LV and its walls, with a small per-frame decorrelation, see
+`_tissue_map`), depth attenuation, gain/contrast, blur, near-field clutter, and
 three quality tiers (poor adds wall dropout and rib shadowing).
 
 Orientation: every clip is written as the released AVIs look, apex (and the
@@ -62,7 +63,7 @@ import numpy as np
 from cardiac_data import video as video_io
 from cardiac_data import volumes
 
-GENERATOR_VERSION = "echo-1"
+GENERATOR_VERSION = "echo-2"
 QUALITIES = ("good", "medium", "poor")
 LABEL_NOISE_SD = {"good": 2.0, "medium": 3.5, "poor": 6.0}
 NUM_DISCS = volumes.NUM_DISCS
@@ -556,6 +557,40 @@ def _paint_frames(heart: Heart, c: np.ndarray, phase: np.ndarray, systolic_fract
   return frames
 
 
+#: Weight ρ of the per-frame speckle field (the rest moves with the tissue).
+SPECKLE_DECORRELATION = 0.15
+
+
+def _tissue_map(heart: Heart, c: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Backward maps (T, H, W) float32 x, y: the end-diastolic position of the tissue
+  at each pixel of each frame, for tissue-locked speckle.
+
+  Stated motion model: inside the heart the tissue follows the LV contraction,
+  the affine map of the LV frame (s, v) ↦ (s·(1 − f_l·c), v·(1 − f_r·c)) about
+  the moving apex (the cavity's own motion, `Heart.lv_axes`); the map blends to
+  the identity (static chest wall) between one and two LV sizes from the LV
+  centre, with weight w = clip(2 − ρ, 0, 1), ρ the normalised elliptic radius.
+  """
+  o = heart.origin(np.asarray(c, np.float64)).astype(np.float32)[:, None, None, :]
+  c = np.asarray(c, np.float32)[:, None, None]
+  yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+  dx, dy = xx - o[..., 0], yy - o[..., 1]
+  e_l, e_v = heart.e_l.astype(np.float32), heart.e_v.astype(np.float32)
+  s = dx * e_l[0] + dy * e_l[1]
+  v = dx * e_v[0] + dy * e_v[1]
+  f_l, f_r, a, b, tau, wall = (float(x) for x in (heart.f_long, heart.f_rad, heart.a,
+                                                    heart.b, heart.tau, heart.wall))
+  s0 = s / (1.0 - f_l * c)
+  v0 = v / (1.0 - f_r * c)
+  rho = np.hypot((s0 - 0.5 * a * (1.0 + tau)) / (0.5 * a * (1.0 + tau) + 2.0 * wall),
+                 v0 / (b + 2.0 * wall))
+  w = np.clip(2.0 - rho, 0.0, 1.0)
+  x0 = float(heart.apex[0]) + s0 * e_l[0] + v0 * e_v[0]
+  y0 = float(heart.apex[1]) + s0 * e_l[1] + v0 * e_v[1]
+  return ((xx + w * (x0 - xx)).astype(np.float32, copy=False),
+          (yy + w * (y0 - yy)).astype(np.float32, copy=False))
+
+
 def render_clip(heart: Heart, acq: Acquisition, rng: np.random.Generator,
                 paint: Callable | None = None) -> np.ndarray:
   """All frames of one clip as uint8 (T, H, W).
@@ -610,14 +645,17 @@ def render_clip(heart: Heart, acq: Acquisition, rng: np.random.Generator,
     band = np.exp(-((th - th_s) / width)**4) * np.clip((r - onset) / 0.05, 0, 1)
     static = static * (1.0 - rng.uniform(0.7, 0.9) * band)
 
-  # Speckle: Rayleigh-like amplitude sqrt(½(E0 + E_t)), E ~ Exp(1): half static
-  # (tissue) and half per frame. Per-frame fields are windows of one random bank
-  # at random offsets (cheap; 26² distinct windows). Electronic noise: Rayleigh.
+  # Speckle: Rayleigh-like amplitude sqrt(E), E ~ Exp(1) mixed as
+  # (1 − ρ)·E_tissue + ρ·E_frame: E_tissue is one random bank seen through the
+  # tissue motion (`_tissue_map`), E_frame a per-frame field (windows of the same
+  # bank at random offsets: cheap). Electronic noise: Rayleigh.
   pad = 26
   bank = rng.standard_exponential((size + pad, size + pad), dtype=np.float32)
   amp_bank = np.sqrt(bank)[::-1, ::-1]
   offs = rng.integers(0, pad, (t_n, 4))
-  e0 = 0.5 * bank[pad // 2:pad // 2 + size, pad // 3:pad // 3 + size]
+  map_x, map_y = _tissue_map(heart, c, size)
+  map_x += pad // 3
+  map_y += pad // 2
   sigma = (0.55, 0.8, 1.2)[tier]
   attenuation = np.exp(-rng.uniform(0.3, 0.7) * (1.0 + 0.5 * tier) * r)
   noise_sd = (0.015, 0.035, 0.08)[tier]
@@ -633,15 +671,17 @@ def render_clip(heart: Heart, acq: Acquisition, rng: np.random.Generator,
   gain_map = (attenuation * sector * 1000.0).astype(np.float32)
   noise_map = (noise_sd * sector * 1000.0).astype(np.float32)
   out = np.empty_like(frames)
-  half_bank = 0.5 * bank
+  frame_bank = SPECKLE_DECORRELATION * bank
+  tissue_bank = (1.0 - SPECKLE_DECORRELATION) * bank
   chunk = 8  # frames per vector op: amortises call overhead, stays in cache.
   for start in range(0, t_n, chunk):
     idx = range(start, min(start + chunk, t_n))
     f = frames[idx.start:idx.stop] * static
     f += additive
-    sp = np.stack([half_bank[offs[i, 0]:offs[i, 0] + size, offs[i, 1]:offs[i, 1] + size]
+    sp = np.stack([frame_bank[offs[i, 0]:offs[i, 0] + size, offs[i, 1]:offs[i, 1] + size]
                    for i in idx])
-    sp += e0
+    sp += np.stack([cv2.remap(tissue_bank, map_x[i], map_y[i], cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT) for i in idx])
     np.sqrt(sp, out=sp)
     f *= sp
     for j in range(len(idx)):
