@@ -570,10 +570,14 @@ def _tissue_map(heart: Heart, c: np.ndarray, size: int) -> tuple[np.ndarray, np.
   the moving apex (the cavity's own motion, `Heart.lv_axes`); the map blends to
   the identity (static chest wall) between one and two LV sizes from the LV
   centre, with weight w = clip(2 − ρ, 0, 1), ρ the normalised elliptic radius.
+  The smooth displacement is evaluated on a 4× coarser grid and resized
+  bilinearly (cost: a sixteenth).
   """
+  step = 4 if size % 4 == 0 else 1
   o = heart.origin(np.asarray(c, np.float64)).astype(np.float32)[:, None, None, :]
   c = np.asarray(c, np.float32)[:, None, None]
-  yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+  g = (np.arange(size // step, dtype=np.float32) + 0.5) * step - 0.5   # coarse pixel centres
+  yy, xx = np.meshgrid(g, g, indexing="ij")
   dx, dy = xx - o[..., 0], yy - o[..., 1]
   e_l, e_v = heart.e_l.astype(np.float32), heart.e_v.astype(np.float32)
   s = dx * e_l[0] + dy * e_l[1]
@@ -585,10 +589,14 @@ def _tissue_map(heart: Heart, c: np.ndarray, size: int) -> tuple[np.ndarray, np.
   rho = np.hypot((s0 - 0.5 * a * (1.0 + tau)) / (0.5 * a * (1.0 + tau) + 2.0 * wall),
                  v0 / (b + 2.0 * wall))
   w = np.clip(2.0 - rho, 0.0, 1.0)
-  x0 = float(heart.apex[0]) + s0 * e_l[0] + v0 * e_v[0]
-  y0 = float(heart.apex[1]) + s0 * e_l[1] + v0 * e_v[1]
-  return ((xx + w * (x0 - xx)).astype(np.float32, copy=False),
-          (yy + w * (y0 - yy)).astype(np.float32, copy=False))
+  ux = w * (float(heart.apex[0]) + s0 * e_l[0] + v0 * e_v[0] - xx)
+  uy = w * (float(heart.apex[1]) + s0 * e_l[1] + v0 * e_v[1] - yy)
+  if step > 1:
+    up = lambda u: np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR)
+                             for f in u])
+    ux, uy = up(ux), up(uy)
+  fy, fx = np.mgrid[0:size, 0:size].astype(np.float32)
+  return (fx + ux).astype(np.float32, copy=False), (fy + uy).astype(np.float32, copy=False)
 
 
 def render_clip(heart: Heart, acq: Acquisition, rng: np.random.Generator,
