@@ -1,0 +1,94 @@
+"""Reader of DENSE samples in the StrainNet layout (scipy.io; MATLAB 5 .mat, no pickle).
+
+  ROOT/data/<split>/<id>/input.mat   'input': (1, H, W, T) binary myocardium mask (uint8)
+  ROOT/data/<split>/<id>/label.mat   'label': (2, H, W, T) Lagrangian displacement, pixels,
+                                     channel 0 = x (columns), 1 = y (rows)
+  ROOT/ground_truth.json             (synthetic cohorts) RV insertion angle, Ecc curves
+
+Arrays come back time-first, as the JAX code uses them: mask (T, H, W) uint8 and
+displacement (T, 2, H, W) float32. MATLAB v7.3 (HDF5) files are not read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+import scipy.io
+
+from cardiac_data.errors import DataFormatError
+
+
+@dataclasses.dataclass
+class DenseSample:
+  """One slice: `mask` (T, H, W) uint8, `displacement` (T, 2, H, W) float32, `id`."""
+  id: str
+  mask: np.ndarray
+  displacement: np.ndarray
+
+
+def _load(path: pathlib.Path, key: str) -> np.ndarray:
+  if not path.is_file():
+    raise DataFormatError(path, "missing file")
+  try:
+    data = scipy.io.loadmat(str(path), variable_names=[key])
+  except (ValueError, NotImplementedError, OSError) as e:
+    raise DataFormatError(path, f"not a readable MATLAB 5 .mat file ({e})") from e
+  if key not in data:
+    raise DataFormatError(path, f"no variable {key!r}")
+  return np.asarray(data[key])
+
+
+def read_sample(folder) -> DenseSample:
+  """Reads input.mat and label.mat of one sample folder, with shape and value checks."""
+  folder = pathlib.Path(folder)
+  mask = _load(folder / "input.mat", "input")
+  label = _load(folder / "label.mat", "label")
+  if mask.ndim != 4 or mask.shape[0] != 1:
+    raise DataFormatError(folder / "input.mat", f"'input' must be (1, H, W, T), got {mask.shape}")
+  if label.ndim != 4 or label.shape[0] != 2:
+    raise DataFormatError(folder / "label.mat",
+                          f"'label' must be (2, H, W, T), got {label.shape}")
+  if label.shape[1:] != mask.shape[1:]:
+    raise DataFormatError(folder, f"label grid {label.shape[1:]} differs from input grid "
+                          f"{mask.shape[1:]} (H, W, T)")
+  if not np.all(np.isin(mask, (0, 1))):
+    raise DataFormatError(folder / "input.mat", "mask values must be 0 or 1")
+  if not np.all(np.isfinite(label)):
+    raise DataFormatError(folder / "label.mat", "non-finite displacement")
+  return DenseSample(folder.name, np.transpose(mask[0], (2, 0, 1)).astype(np.uint8),
+                     np.transpose(label, (3, 0, 1, 2)).astype(np.float32))
+
+
+def split_folders(root, split: str) -> list[pathlib.Path]:
+  """Sample folders of ROOT/data/<split>, sorted by name."""
+  base = pathlib.Path(root) / "data" / split
+  if not base.is_dir():
+    raise DataFormatError(base, "no such split folder (expected ROOT/data/<split>/<id>/)")
+  folders = sorted(p for p in base.iterdir() if p.is_dir())
+  if not folders:
+    raise DataFormatError(base, "no sample folders")
+  return folders
+
+
+def read_split(root, split: str) -> list[DenseSample]:
+  return [read_sample(f) for f in split_folders(root, split)]
+
+
+def read_ground_truth(root) -> dict[str, dict]:
+  """ground_truth.json subjects keyed by id (RV insertion angle in degrees, Ecc curves)."""
+  path = pathlib.Path(root) / "ground_truth.json"
+  if not path.is_file():
+    raise DataFormatError(path, "missing (the RV insertion angle per subject comes from it)")
+  try:
+    rows = json.loads(path.read_text())["subjects"]
+  except (ValueError, KeyError) as e:
+    raise DataFormatError(path, f"not a ground-truth file with a 'subjects' list ({e})") from e
+  out = {}
+  for i, row in enumerate(rows):
+    for key in ("subject", "rv_insertion_deg"):
+      if key not in row:
+        raise DataFormatError(path, f"subject entry {i} lacks {key!r}")
+    out[str(row["subject"])] = row
+  return out
