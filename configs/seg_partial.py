@@ -1,0 +1,101 @@
+"""Partial-label multi-domain echo segmentation (Islam et al., MELBA 2026), on the built-in
+three-vendor synthetic scenario (`cardiac_data/synthetic/seg_domains.py`).
+
+  python -m launch.train --config=configs/seg_partial.py:inter --workdir=/tmp/seg
+  python -m launch.train --config=configs/seg_partial.py:inter,smoke --config.loss.name=abce
+  python -m launch.seg_summary --config=configs/seg_partial.py:inter --workdir=/tmp/seg_sum
+
+Variants (comma-separated): one scenario and optionally one size.
+  scenario  'inter' (default; §5.3: CAMUS-like fully labelled + Unity-like with LA
+            withheld in training and validation), 'intra' (§5.2: CAMUS-like only, LVM
+            removed from 50 % of the patients), 'all3' (+ the EchoNet-like LV-only
+            domain), 'dropout' (inter with aCCE and label dropout p = 0.4, the U-Net's
+            best in §5.3; `launch.seg_summary` sweeps p over 0, 0.1, …, 1).
+  size      '' (CPU: 64×64 images, U-Net width 1/8, depth 3; one run ≈ 4 min on 2
+            cores), 'smoke' (32×32, seconds), 'full' (256×256, width 1, depth 4, the
+            paper's size, for accelerators).
+Loss: --config.loss.name in cce, acce, marginal, abce, pseudo; architecture:
+--config.model.arch in unet, attention_unet, swin_unet. The fully labelled benchmark
+is --config.data.withheld='{}' (launch.seg_summary runs it as 'full_labels').
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+SCENARIOS = ("inter", "intra", "all3", "dropout")
+
+
+def get_config(arg: str | None = None):
+  size, flags = common.parse_variant(arg, "configs/seg_partial.py", flags=SCENARIOS)
+  if len(flags) > 1:
+    raise ValueError(f"configs/seg_partial.py: choose one scenario of {SCENARIOS}, got {arg!r}")
+  scenario = next(iter(flags)) if flags else "inter"
+  c = common.base_config()
+  c.task = "segmentation"
+  c.scenario = scenario
+  c.data = common.synthetic_data("seg_domains", num_subjects=80)
+  c.data.image_size = 64
+  c.data.batch_size = 8
+  c.data.mixing = "natural"            # or 'balanced' (each source equally often)
+  c.data.unity_lvm = True              # Unity's label set is a config value
+  c.data.dropout_classes = ()          # () = the classes partially labelled in training
+  if scenario == "intra":
+    c.data.domains = ("camus",)
+    c.data.withheld = {"camus": ("lvm",)}
+    c.data.withheld_fraction = {"camus": 0.5}
+  else:
+    c.data.domains = ("camus", "unity") + (("echonet",) if scenario == "all3" else ())
+    c.data.withheld = {"unity": ("la",)}
+    c.data.withheld_fraction = {}
+
+  c.model = ml_collections.ConfigDict(dict(arch="unet", width=0.125, depth=3, window=8))
+  c.loss = ml_collections.ConfigDict(dict(
+      name="marginal", acce_reading="normaliser", marginal_form="paper",
+      abce_reading="present", dice_weight=0.0, label_dropout=0.0, teacher_steps=0))
+  if scenario == "dropout":
+    c.loss.name = "acce"
+    c.loss.label_dropout = 0.4
+  c.augment = ml_collections.ConfigDict(dict(
+      enabled=True, scale=0.1, rotation_deg=10.0, blur_sigma=1.0, blur_prob=0.3,
+      brightness=0.1, contrast=0.2))
+
+  # SGD, Nesterov momentum 0.9, decayed learning rate (§4.4); PyTorch-style weight decay.
+  c.optim.name = "sgd"
+  c.optim.nesterov = True
+  c.optim.momentum = 0.9
+  c.optim.lr = 0.05
+  c.optim.weight_decay = 1e-4
+  c.optim.schedule = "cosine"
+  c.optim.min_lr = 1e-4
+  c.optim.warmup_steps = 50
+  c.num_steps = 800
+  c.log_every = 50
+  c.eval_every = 200
+  c.checkpoint.save_every = 200
+  c.checkpoint.best_metric = "fg_dice"     # best validation foreground Dice (§4.4)
+  c.checkpoint.best_mode = "max"
+  c.final_eval_splits = ("val", "test")
+
+  if size == "smoke":
+    c.data.synthetic.num_subjects = 10
+    c.data.image_size = 32
+    c.data.batch_size = 4
+    c.model.depth = 2
+    c.num_steps = 4
+    c.optim.warmup_steps = 0
+    c.log_every = 2
+    c.eval_every = 2
+    c.checkpoint.save_every = 2
+  elif size == "full":
+    c.data.synthetic.num_subjects = 500
+    c.data.image_size = 256
+    c.data.batch_size = 16
+    c.model.width = 1.0
+    c.model.depth = 4
+    c.optim.lr = 0.01
+    c.num_steps = 20000
+    c.eval_every = 1000
+    c.checkpoint.save_every = 1000
+  return c

@@ -1,0 +1,150 @@
+"""Multi-source data for partial-label segmentation (Islam et al., MELBA 2026, §4.4, §5).
+
+* `load_scenario`: the arrays of `cardiac_data.synthetic.seg_domains` (scenario.npz).
+* `assign_label_sets`: per-image label sets from the config: each domain's annotated
+  structures, less the structures withheld in training/validation (all images of the
+  domain, or a seeded fraction of them: §5.2 removes LVM from 50 % of CAMUS).
+* `MultiSourceSampler`: batch indices for step t from default_rng([seed, t]), so a
+  resumed run sees the same batches; mixing 'natural' (uniform over all training
+  images) or 'balanced' (a source uniformly, then an image of it).
+* `augment`: on-the-fly augmentation in JAX, per image (vmap): scaling and rotation
+  about the centre (bilinear image, nearest labels), Gaussian blur, brightness and
+  contrast (§4.4).
+"""
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cardiac_data.synthetic import seg_domains
+from segmentation import labels as labels_lib
+
+SCENARIO_KEYS = ("image", "label", "domain", "patient", "view", "phase", "split", "spacing_mm")
+MIXING = ("natural", "balanced")
+
+
+def load_scenario(root) -> dict:
+  path = pathlib.Path(root) / "scenario.npz"
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: no scenario file (write one with "
+                            "`python -m launch.synthesize --dataset=seg_domains`)")
+  with np.load(path, allow_pickle=False) as z:
+    missing = [k for k in SCENARIO_KEYS if k not in z.files]
+    if missing:
+      raise ValueError(f"{path}: missing array(s) {missing}")
+    out = {k: np.asarray(z[k]) for k in SCENARIO_KEYS}
+  n = len(out["image"])
+  bad = [k for k in SCENARIO_KEYS if len(out[k]) != n]
+  if bad:
+    raise ValueError(f"{path}: arrays {bad} do not have {n} rows like 'image'")
+  if out["label"].max(initial=0) >= labels_lib.NUM_CLASSES:
+    raise ValueError(f"{path}: label values must be < {labels_lib.NUM_CLASSES}")
+  return out
+
+
+def assign_label_sets(data: dict, data_cfg, seed: int) -> dict:
+  """{split: bool (N, C)}: the label set of each image when used in that split.
+
+  Test images keep their domain's full set; train/val images lose
+  data_cfg.withheld[domain] on a fraction data_cfg.withheld_fraction[domain] (default
+  1) of their patients (seeded, so ED and ES of a patient agree).
+  """
+  n = len(data["image"])
+  full = np.zeros((n, labels_lib.NUM_CLASSES), bool)
+  partial = np.zeros_like(full)
+  withheld = dict(data_cfg.get("withheld", {}) or {})
+  fractions = dict(data_cfg.get("withheld_fraction", {}) or {})
+  unknown = [d for d in list(withheld) + list(fractions) if d not in seg_domains.DOMAINS]
+  if unknown:
+    raise ValueError(f"config.data.withheld: unknown domain(s) {unknown}; known: "
+                     f"{list(seg_domains.DOMAINS)}")
+  for d, name in enumerate(seg_domains.DOMAINS):
+    rows = data["domain"] == d
+    s_full = labels_lib.label_set([labels_lib.CLASSES[c]
+                                   for c in seg_domains.DOMAIN_LABELS[name]])
+    if name == "unity" and not data_cfg.get("unity_lvm", True):
+      s_full = s_full & labels_lib.source_label_set("unity", unity_lvm=False)
+    full[rows] = s_full
+    partial[rows] = s_full
+    drop = tuple(withheld.get(name, ()))
+    if not drop:
+      continue
+    s_part = s_full & labels_lib.label_set([s for s in labels_lib.STRUCTURES if s not in drop])
+    frac = float(fractions.get(name, 1.0))
+    if not 0.0 <= frac <= 1.0:
+      raise ValueError(f"config.data.withheld_fraction[{name!r}] must be in [0, 1], got {frac}")
+    patients = np.unique(data["patient"][rows])
+    rng = np.random.default_rng([seed, 17, d])
+    chosen = patients[rng.permutation(len(patients))[:int(round(frac * len(patients)))]]
+    hit = rows & np.isin(data["patient"], chosen)
+    partial[hit] = s_part
+  return {"train": partial, "val": partial, "test": full}
+
+
+class MultiSourceSampler:
+  """Batch indices per step (module docstring); `sources` are index arrays."""
+
+  def __init__(self, sources, batch_size: int, mixing: str, seed: int):
+    if mixing not in MIXING:
+      raise ValueError(f"config.data.mixing: {mixing!r} is not one of {MIXING}")
+    self.sources = [np.asarray(s) for s in sources if len(s)]
+    if not self.sources:
+      raise ValueError("no training images in any source")
+    self.all = np.concatenate(self.sources)
+    self.batch_size, self.mixing, self.seed = int(batch_size), mixing, int(seed)
+
+  def indices(self, step: int) -> np.ndarray:
+    rng = np.random.default_rng([self.seed, 29, int(step)])
+    if self.mixing == "natural":
+      return self.all[rng.integers(0, len(self.all), self.batch_size)]
+    which = rng.integers(0, len(self.sources), self.batch_size)
+    return np.array([self.sources[k][rng.integers(0, len(self.sources[k]))] for k in which])
+
+
+def _affine_coords(h: int, w: int, scale, angle):
+  """Source (row, col) coordinates of an output grid rotated by `angle` and zoomed by
+  `scale` about the image centre."""
+  yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                        indexing="ij")
+  cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+  y, x = (yy - cy) / scale, (xx - cx) / scale
+  c, s = jnp.cos(angle), jnp.sin(angle)
+  return jnp.stack([c * y - s * x + cy, s * y + c * x + cx])
+
+
+def _blur(img, sigma):
+  """Separable Gaussian blur (7 taps) of an (H, W) image; sigma ≥ 1e-3."""
+  t = jnp.arange(-3, 4, dtype=jnp.float32)
+  k = jnp.exp(-0.5 * (t / jnp.maximum(sigma, 1e-3))**2)
+  k = k / k.sum()
+  pad = jnp.pad(img, 3, mode="edge")
+  rows = jax.vmap(lambda r: jnp.convolve(r, k, mode="valid"))(pad)
+  return jax.vmap(lambda col: jnp.convolve(col, k, mode="valid"), in_axes=1, out_axes=1)(rows)
+
+
+def augment_one(rng, image, label, cfg):
+  """One image (H, W) in [0, 1] and its labels (H, W)."""
+  ks = jax.random.split(rng, 6)
+  h, w = image.shape
+  scale = jnp.exp(jax.random.uniform(ks[0], (), minval=-1, maxval=1) * jnp.log(1 + cfg["scale"]))
+  angle = jnp.deg2rad(jax.random.uniform(ks[1], (), minval=-1, maxval=1) * cfg["rotation_deg"])
+  coords = _affine_coords(h, w, scale, angle)
+  image = jax.scipy.ndimage.map_coordinates(image, list(coords), order=1, mode="constant")
+  label = jax.scipy.ndimage.map_coordinates(label, list(coords), order=0, mode="constant")
+  sigma = jax.random.uniform(ks[2], (), minval=0.0, maxval=cfg["blur_sigma"])
+  blurred = _blur(image, sigma)
+  image = jnp.where(jax.random.bernoulli(ks[3], cfg["blur_prob"]), blurred, image)
+  bright = jax.random.uniform(ks[4], (), minval=-1, maxval=1) * cfg["brightness"]
+  contrast = 1.0 + jax.random.uniform(ks[5], (), minval=-1, maxval=1) * cfg["contrast"]
+  mean = jnp.mean(image)
+  image = jnp.clip((image - mean) * contrast + mean + bright, 0.0, 1.0)
+  return image, label
+
+
+def augment(rng, images, labels, cfg: dict):
+  """Batch augmentation: images (B, H, W) in [0, 1], labels (B, H, W) int."""
+  keys = jax.random.split(rng, images.shape[0])
+  return jax.vmap(lambda k, x, y: augment_one(k, x, y, cfg))(keys, images, labels)

@@ -1,0 +1,251 @@
+"""Partial-label multi-domain segmentation task for the shared loop (Islam et al., MELBA 2026).
+
+config.loss.name: 'cce' (Eq. 1), 'acce' (Eq. 2), 'marginal' (Eqs. 3–4), 'abce' (Eq. 5)
+or 'pseudo' (§5.2: a teacher trained with CCE on the fully labelled images fills the
+missing labels of the others, then the student trains with CCE); readings and the
+Dice term as in `segmentation.losses`; config.loss.label_dropout = p (§5.3) on the
+partially labelled classes.
+
+Evaluation: argmax of the logits (= softmax's); Dice per structure (lv, lvm, la) over
+the images whose evaluation label set holds it (val: the training sets, withheld
+labels excluded; test: each domain's full set), overall and per domain
+('<domain>/dice_<s>'); fg_dice = the mean of the overall structure Dice (the
+checkpoint selector, §4.4). Final evaluation adds HD/HD95 (pixels × spacing, mm) and
+EF MAE (`segmentation.metrics.ef_from_masks`: single-plane discs, area–length, and
+biplane for patients with both views, each against the EF of the reference masks by
+the same function), and writes plots.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from cardiac_data.synthetic import cache
+from cardiac_data.synthetic import seg_domains
+from segmentation import data as data_lib
+from segmentation import labels as labels_lib
+from segmentation import losses
+from segmentation import metrics as metrics_lib
+from segmentation import models
+from segmentation import plots
+from training import optim
+
+EVAL_BATCH = 64
+
+
+def scenario_root(d) -> str:
+  if d.get("root"):
+    return d.root
+  s = d.synthetic
+  return str(cache.ensure_cohort("seg_domains", s.num_subjects, s.seed, d.get("cache_dir") or None,
+                                 size=int(d.image_size)))
+
+
+class SegmentationTask:
+  """Images (B, H, W, 1) → logits over {bg, LV, LVM, LA}."""
+
+  def __init__(self, config, workdir: str):
+    self.config = config
+    d = config.data
+    unknown = [x for x in d.domains if x not in seg_domains.DOMAINS]
+    if unknown:
+      raise ValueError(f"config.data.domains: unknown {unknown}; known: {seg_domains.DOMAINS}")
+    raw = data_lib.load_scenario(scenario_root(d))
+    self.data = raw
+    self.images = raw["image"].astype(np.float32) / 255.0
+    self.sets = data_lib.assign_label_sets(raw, d, config.seed)
+    used = np.isin(raw["domain"], [seg_domains.DOMAINS.index(x) for x in d.domains])
+    self.index = {name: np.nonzero(used & (raw["split"] == k))[0]
+                  for k, name in enumerate(seg_domains.SPLITS)}
+    if not len(self.index["val"]):
+      raise ValueError("config.data: no validation images; raise synthetic.num_subjects")
+    self.train_labels = labels_lib.withhold(raw["label"].astype(np.int32), self.sets["train"])
+    self.train_sets = self.sets["train"].copy()
+    tr = self.index["train"]
+    dropout_classes = d.get("dropout_classes", ())
+    self.droppable = (labels_lib.label_set(dropout_classes) if dropout_classes
+                      else labels_lib.partially_labelled(self.train_sets[tr]))
+    self.droppable[0] = False
+    self.model = models.build_model(config.model)
+    self.loss_cfg = config.loss
+    # 'pseudo' trains the student with CCE on the completed labels.
+    self.train_loss_cfg = (ml_collections.ConfigDict(dict(config.loss.to_dict(), name="cce"))
+                           if config.loss.name == "pseudo" else config.loss)
+    self.aug = {k: float(v) for k, v in config.augment.items() if k != "enabled"}
+    self._predict = jax.jit(lambda p, x: jnp.argmax(self.model.apply(p, x), axis=-1))
+    self.pseudo_info = {}
+    if config.loss.name == "pseudo":
+      self._pseudo_label(config)
+    sources = [tr[raw["domain"][tr] == seg_domains.DOMAINS.index(x)] for x in d.domains]
+    self.sampler = data_lib.MultiSourceSampler(sources, d.batch_size, d.mixing, config.seed)
+
+  # -- Training ------------------------------------------------------------------
+
+  def _batch(self, idx, labels, sets):
+    return {"image": self.images[idx], "label": labels[idx], "label_set": sets[idx]}
+
+  def example_batch(self):
+    return self._batch(self.index["train"][:2], self.train_labels, self.train_sets)
+
+  def init(self, rng, batch):
+    return self.model.init(rng, jnp.asarray(batch["image"])[..., None])
+
+  def _loss(self, loss_cfg, params, batch, rng):
+    aug_rng, drop_rng = jax.random.split(rng)
+    x, y, sets = batch["image"], batch["label"], batch["label_set"]
+    if self.config.augment.enabled:
+      x, y = data_lib.augment(aug_rng, x, y, self.aug)
+    p = float(self.config.loss.get("label_dropout", 0.0))
+    if p > 0:
+      y, sets = labels_lib.label_dropout(drop_rng, y, sets, p, self.droppable)
+    logits = self.model.apply(params, x[..., None], train=True)
+    value = losses.segmentation_loss(loss_cfg, logits, y, sets)
+    return value, {"pixel_acc": jnp.mean(jnp.argmax(logits, -1) == y)}
+
+  def loss(self, params, batch, rng):
+    return self._loss(self.train_loss_cfg, params, batch, rng)
+
+  def train_batches(self, start_step: int):
+    step = start_step
+    while True:
+      yield self._batch(self.sampler.indices(step), self.train_labels, self.train_sets)
+      step += 1
+
+  def _pseudo_label(self, config):
+    """§5.2: a CCE teacher on the fully labelled training images; its predictions of
+    the absent classes replace background in the partially labelled ones."""
+    tr = self.index["train"]
+    full_rows = tr[self.train_sets[tr].sum(1) == self.sets["test"][tr].sum(1)]
+    part_rows = np.setdiff1d(tr, full_rows)
+    if not len(full_rows):
+      raise ValueError("config.loss.name='pseudo' needs fully labelled training images")
+    steps = int(config.loss.get("teacher_steps", config.num_steps))
+    tx = optim.make_optimizer(config.optim, steps)
+    params = self.init(jax.random.key(config.seed + 7), self.example_batch())
+    opt_state = tx.init(params)
+    cce_cfg = ml_collections.ConfigDict(dict(name="cce"))
+
+    @jax.jit
+    def step_fn(params, opt_state, batch, rng):
+      grads = jax.grad(lambda p: self._loss(cce_cfg, p, batch, rng)[0])(params)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
+
+    sampler = data_lib.MultiSourceSampler([full_rows], config.data.batch_size, "natural",
+                                          config.seed + 7)
+    key = jax.random.key(config.seed + 8)
+    for t in range(steps):
+      batch = self._batch(sampler.indices(t), self.train_labels, self.train_sets)
+      params, opt_state = step_fn(params, opt_state, batch, jax.random.fold_in(key, t))
+    pred = self._predict_rows(params, part_rows)
+    full = self.sets["test"][part_rows]
+    y = self.train_labels[part_rows]
+    fill = (y == 0) & full[np.arange(len(part_rows))[:, None, None], pred] & (pred > 0)
+    self.train_labels[part_rows] = np.where(fill, pred, y)
+    self.train_sets[part_rows] = full
+    self.pseudo_info = {"teacher_steps": steps, "pseudo_labelled_images": int(len(part_rows)),
+                        "teacher_images": int(len(full_rows))}
+
+  # -- Evaluation ----------------------------------------------------------------
+
+  def _predict_rows(self, params, rows):
+    out = []
+    for i in range(0, len(rows), EVAL_BATCH):
+      out.append(np.asarray(self._predict(params, jnp.asarray(self.images[rows[i:i + EVAL_BATCH]])[
+          ..., None])))
+    return np.concatenate(out) if out else np.zeros((0,) + self.images.shape[1:], np.int64)
+
+  def evaluate(self, params, rng, split, *, final, workdir):
+    del rng
+    rows = self.index[split]
+    pred = self._predict_rows(params, rows)
+    ref = self.data["label"][rows].astype(np.int64)
+    sets = self.sets[split][rows]
+    dom = self.data["domain"][rows]
+    out, per_image = {}, {}
+    for c, s in enumerate(labels_lib.STRUCTURES, start=1):
+      d = np.array([metrics_lib.dice(pred[i] == c, ref[i] == c) for i in range(len(rows))])
+      per_image[s] = np.where(sets[:, c], d, np.nan)
+    for s, v in per_image.items():
+      if np.isfinite(v).any():
+        out[f"dice_{s}"] = float(np.nanmean(v))
+      for name in self.config.data.domains:
+        sel = v[dom == seg_domains.DOMAINS.index(name)]
+        if np.isfinite(sel).any():
+          out[f"{name}/dice_{s}"] = float(np.nanmean(sel))
+    present = [out[f"dice_{s}"] for s in labels_lib.STRUCTURES if f"dice_{s}" in out]
+    out["fg_dice"] = float(np.mean(present))
+    if final:
+      out.update(self._surface_metrics(pred, ref, sets, rows))
+      out.update(self._ef_metrics(pred, ref, rows))
+      out.update(self.pseudo_info)
+      plot_dir = os.path.join(workdir, "plots")
+      plots.examples_plot(os.path.join(plot_dir, f"{split}_examples.png"), self.images[rows],
+                          ref, pred, dom, self.config.data.domains)
+      plots.dice_bars(os.path.join(plot_dir, f"{split}_dice.png"), out,
+                      self.config.data.domains, title=self._title(split))
+    return out
+
+  def _surface_metrics(self, pred, ref, sets, rows):
+    out = {}
+    undefined = 0
+    for c, s in enumerate(labels_lib.STRUCTURES, start=1):
+      hd, hd95 = [], []
+      for i in range(len(rows)):
+        if not sets[i, c]:
+          continue
+        sp = float(self.data["spacing_mm"][rows[i]])
+        h, h95 = metrics_lib.hausdorff(pred[i] == c, ref[i] == c, (sp, sp))
+        undefined += int(math.isnan(h))
+        hd.append(h)
+        hd95.append(h95)
+      if hd and np.isfinite(hd).any():
+        out[f"hd_{s}"] = float(np.nanmean(hd))
+        out[f"hd95_{s}"] = float(np.nanmean(hd95))
+    out["hd_undefined"] = undefined
+    return out
+
+  def _ef_metrics(self, pred, ref, rows):
+    """EF MAE of predicted vs reference masks (same function), per method."""
+    key = {}
+    for i, r in enumerate(rows):
+      k = (int(self.data["domain"][r]), int(self.data["patient"][r]))
+      key.setdefault(k, {})[(int(self.data["view"][r]), int(self.data["phase"][r]))] = i
+    errs = {"discs": [], "area_length": [], "biplane": []}
+    for views in key.values():
+      both = [v for v in (0, 1) if (v, 0) in views and (v, 1) in views]
+      for v in both:
+        ed, es = views[(v, 0)], views[(v, 1)]
+        e_p = metrics_lib.ef_from_masks(pred[ed] == 1, pred[es] == 1)
+        e_r = metrics_lib.ef_from_masks(ref[ed] == 1, ref[es] == 1)
+        for m in ("discs", "area_length"):
+          errs[m].append(abs(e_p[m] - e_r[m]))
+      if len(both) == 2:
+        a = [views[(0, 0)], views[(0, 1)], views[(1, 0)], views[(1, 1)]]
+        e_p = metrics_lib.ef_from_masks(pred[a[0]] == 1, pred[a[1]] == 1, pred[a[2]] == 1,
+                                        pred[a[3]] == 1)
+        e_r = metrics_lib.ef_from_masks(ref[a[0]] == 1, ref[a[1]] == 1, ref[a[2]] == 1,
+                                        ref[a[3]] == 1)
+        errs["biplane"].append(abs(e_p["biplane"] - e_r["biplane"]))
+    out = {}
+    for m, e in errs.items():
+      e = np.asarray(e, float)
+      if e.size:
+        out[f"ef_mae_{m}"] = float(np.nanmean(e)) if np.isfinite(e).any() else math.nan
+        out[f"ef_failed_{m}"] = int(np.sum(~np.isfinite(e)))
+    return out
+
+  def _title(self, split):
+    c = self.config
+    return f"{c.model.arch} · {c.loss.name} · {split}"
+
+  def meta(self):
+    return {"model": self.config.model.to_dict(), "loss": self.config.loss.to_dict(),
+            "domains": list(self.config.data.domains),
+            "withheld": {k: list(v) for k, v in dict(self.config.data.withheld).items()}}
