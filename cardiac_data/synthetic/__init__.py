@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from cardiac_data.synthetic import camus_writer, dense_writer, echo
+from cardiac_data.synthetic import camus_writer, dense_writer, echo, seg_domains
 
 WRITERS: dict[str, Callable[..., int]] = {
     "echonet_dynamic": echo.write_echonet_dynamic,
@@ -32,3 +32,5 @@ def get_writer(name: str) -> Callable[..., int]:
 
 register_writer("camus", camus_writer.write_camus, version=camus_writer.GENERATOR_VERSION)
 register_writer("dense", dense_writer.write_dense, version=dense_writer.GENERATOR_VERSION)
+register_writer("seg_domains", seg_domains.write_seg_domains,
+                version=seg_domains.GENERATOR_VERSION)
