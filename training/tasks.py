@@ -19,6 +19,7 @@ import importlib
 # config.task -> "module:factory"; factories take (config, workdir).
 REGISTRY = {
     "ef_regression": "mcsdr_jax.task:EFRegressionTask",
+    "segmentation": "segmentation.task:SegmentationTask",
 }
 
 
