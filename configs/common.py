@@ -97,3 +97,15 @@ def parse_variant(arg: str | None, config_file: str, sizes=("smoke", "full"),
     raise ValueError(f"{config_file}: unknown variant {arg!r}; use one of {list(sizes)} "
                      f"(or none), optionally with {list(flags)}, comma-separated")
   return (chosen[0] if chosen else ""), {p for p in parts if p in flags}
+
+
+def sweep(metric: str, mode: str = "min", params: tuple[str, ...] = (),
+          grid: tuple[str, ...] = (), num_trials: int = 16,
+          parallel: int = 1) -> ml_collections.ConfigDict:
+  """What `python -m launch.sweep` searches (see its docstring): `params` are
+  'field=loguniform(lo, hi)' / 'uniform(lo, hi)' / 'int(lo, hi)' / 'choice(a, b)'
+  strings (Optuna TPE); `grid` 'field=v1,v2,...' strings (a full grid instead);
+  `metric` a key of the trial's metrics.json (tune on 'val/...', report 'test/...')."""
+  return ml_collections.ConfigDict(dict(metric=metric, mode=mode, params=tuple(params),
+                                        grid=tuple(grid), num_trials=num_trials,
+                                        parallel=parallel, seed=0))

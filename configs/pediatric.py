@@ -42,6 +42,11 @@ def get_config(arg: str | None = None):
   c.sampling = common.sampling()
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 100
+  # `python -m launch.sweep`: search space (Optuna), or the paper's DDIM τ × K grid with
+  # --config.sweep.grid="('sampling.steps=5,10,20,50', 'sampling.num_samples=5,10,20,40')".
+  c.sweep = common.sweep("val/mae", "min", params=(
+      "optim.lr=loguniform(2e-4, 3e-3)", "diffusion.aux_weight=uniform(0.25, 4.0)",
+      "model.attr_dropout=uniform(0.0, 0.3)", "optim.weight_decay=loguniform(1e-6, 1e-3)"))
   c.num_steps = 2800          # ~10 min on 2 CPU cores; the whole job stays under 15.
   c.eval_every = 700
   c.checkpoint.save_every = 700
@@ -50,7 +55,6 @@ def get_config(arg: str | None = None):
     c.data.synthetic.num_subjects = 48
     c.data.frames = 8
     c.data.image_size = 64
-    c.data.batch_size = 4
     c.data.worker_count = 0
     c.model.encoder_kwargs.widths = (8, 8, 16, 16)
     c.model.features = 16

@@ -119,8 +119,28 @@ def sample_posterior(model, params, batch, key, schedule: VPSchedule, *, num_sam
 
 
 def make_sampler(model, schedule: VPSchedule, *, num_samples: int, sampler: SamplerConfig,
-                 return_trajectory: bool = False):
-  """jit-compiled `fn(params, batch, key) -> (samples (B, K), trajectories or None)`."""
-  return jax.jit(functools.partial(sample_posterior, model, schedule=schedule,
-                                   num_samples=num_samples, sampler=sampler,
-                                   return_trajectory=return_trajectory))
+                 return_trajectory: bool = False, mesh=None):
+  """jit-compiled `fn(params, batch, key) -> (samples (B, K), trajectories or None)`.
+
+  With several devices (or an explicit `mesh`), the cases of a batch are split over
+  the mesh's "data" axis (padded to a multiple of the device count, then cut back);
+  each case's K chains stay on its device. Per-case noise (`per_case_noise`) makes
+  the samples independent of the split. The diffrax PF-ODE runs under the same
+  `Auto` mesh (the combination that works, ../shared/reference/jax_stack.md).
+  """
+  from training import sharding  # pylint: disable=g-import-not-at-top
+  fn = functools.partial(sample_posterior, model, schedule=schedule, num_samples=num_samples,
+                         sampler=sampler, return_trajectory=return_trajectory)
+  if mesh is None and jax.device_count() == 1:
+    return jax.jit(fn)
+  mesh = mesh if mesh is not None else sharding.make_mesh()
+  n = mesh.shape[sharding.DATA]
+  jitted = jax.jit(fn, out_shardings=sharding.replicated(mesh))
+
+  def sharded(params, batch, key):
+    padded, b = sharding.pad_to_multiple(batch, n)
+    params = jax.device_put(params, sharding.replicated(mesh))   # no-op when already there
+    samples, traj = jitted(params, sharding.shard_host_array(padded, mesh), key)
+    return samples[:b], (None if traj is None else traj[:b])
+
+  return sharded

@@ -105,7 +105,7 @@ def test_nan_guard_names_step_and_keeps_last_good_checkpoint(tmp_path):
   assert sorted(os.listdir(tmp_path / "checkpoints" / "last")) == ["3"]
   from training import checkpoint
   ckpt = checkpoint.Checkpoints(str(tmp_path), best_metric="mse")
-  state, _ = loop.init_state(ToyTask(), make_config(), jax.random.key(0))
+  state, _, _ = loop.init_state(ToyTask(), make_config(), jax.random.key(0))
   restored, meta = ckpt.restore(state)
   ckpt.close()
   assert int(restored["step"]) == 3

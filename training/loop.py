@@ -28,6 +28,7 @@ import tqdm
 
 from training import checkpoint as checkpoint_lib
 from training import optim
+from training import sharding as sharding_lib
 from training import tasks as tasks_lib
 from training import writers
 
@@ -75,16 +76,31 @@ def _flush(writer, history, last_good):
   return mean
 
 
-def init_state(task, config, rng) -> tuple[dict, optax.GradientTransformation]:
-  init_rng, train_rng = jax.random.split(rng)
-  params = task.init(init_rng, task.example_batch())
-  tx = optim.make_optimizer(config.optim, config.num_steps,
-                            pretrained_encoder=bool(config.get("model", {}).get("pretrained")))
-  state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-               rng=train_rng)
-  if config.optim.get("ema_decay", 0.0):
-    state["ema"] = jax.tree.map(jnp.copy, params)
-  return state, tx
+def init_state(task, config, rng, mesh=None) -> tuple[dict, optax.GradientTransformation, Any]:
+  """The initial state, created directly with its shardings on `mesh` (default: all
+  devices); returns (state, optimiser, state shardings)."""
+  mesh = mesh if mesh is not None else sharding_lib.make_mesh()
+  if hasattr(task, "optimizer"):   # A task with its own parameter groups (LaMoD's phases).
+    tx = task.optimizer(config.num_steps)
+  else:
+    tx = optim.make_optimizer(config.optim, config.num_steps,
+                              pretrained_encoder=bool(config.get("model", {}).get("pretrained")))
+  batch = task.example_batch()
+  ema = bool(config.optim.get("ema_decay", 0.0))
+
+  def init(rng):
+    init_rng, train_rng = jax.random.split(rng)
+    params = task.init(init_rng, batch)
+    state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                 rng=train_rng)
+    if ema:
+      state["ema"] = jax.tree.map(jnp.copy, params)
+    return state
+
+  shardings = sharding_lib.param_sharding(
+      mesh, jax.eval_shape(init, rng),
+      config.get("sharding", {}).get("shard_params_min_size", 0))
+  return jax.jit(init, out_shardings=shardings)(rng), tx, shardings
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -94,10 +110,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns the final evaluation metrics (also written to WORKDIR/metrics.json).
   """
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  writers.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  # Checkpoints go to WORKDIR (orbax coordinates the hosts); metrics and plots of
+  # hosts other than the first go to WORKDIR/process_<i> so no two write one file.
+  out_dir = (workdir if jax.process_index() == 0
+             else os.path.join(workdir, f"process_{jax.process_index()}"))
+  os.makedirs(out_dir, exist_ok=True)
+  writers.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
   task = task if task is not None else tasks_lib.make_task(config, workdir)
-  state, tx = init_state(task, config, jax.random.key(config.seed))
+  mesh = sharding_lib.make_mesh()
+  batch_size = config.get("data", {}).get("batch_size")
+  if batch_size:
+    sharding_lib.check_batch_size(batch_size, mesh)
+  state, tx, state_sharding = init_state(task, config, jax.random.key(config.seed), mesh)
+  if jax.device_count() > 1:
+    logging.info("data parallel over %d devices (%d processes)", jax.device_count(),
+                 jax.process_count())
   ckpt_cfg = config.checkpoint
   ckpts = checkpoint_lib.Checkpoints(workdir, keep=ckpt_cfg.keep,
                                      best_metric=ckpt_cfg.get("best_metric") or None,
@@ -109,9 +136,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("Resumed from %s at step %d", ckpts.last.directory, start)
   start = start or 0
   meta = dict(task.meta(), config=config.to_dict())
-  writer = writers.MetricWriter(workdir, resume_step=start)
+  writer = writers.MetricWriter(out_dir, resume_step=start)
   train_step = jax.jit(functools.partial(_train_step, task.loss, tx,
-                                         config.optim.get("ema_decay", 0.0)), donate_argnums=0)
+                                         config.optim.get("ema_decay", 0.0)),
+                       in_shardings=(state_sharding, sharding_lib.data_sharding(mesh)),
+                       out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
+                       donate_argnums=0)
 
   eval_rng = jax.random.key(config.seed + 1)
   batches = task.train_batches(start)
@@ -122,7 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   t0, s0 = time.time(), start
   try:
     for step in range(start + 1, config.num_steps + 1):
-      state, metrics = train_step(state, next(batches))
+      state, metrics = train_step(state, sharding_lib.global_batch(next(batches), mesh))
       history.append((step, metrics))
       bar.update(1)
       is_last = step == config.num_steps
@@ -137,7 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      mean["loss"], rate, (config.num_steps - step) / max(rate, 1e-9))
       if evaluate:
         val = task.evaluate(eval_params(state), jax.random.fold_in(eval_rng, step), "val",
-                            final=False, workdir=workdir)
+                            final=False, workdir=out_dir)
         writer.write(step, val, "val")
         if ckpts.best is not None:
           ckpts.save_best(step, state, meta, val)
@@ -155,9 +185,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpts.close()
   final = {}
   for split in config.get("final_eval_splits", ("val", "test")):
-    res = task.evaluate(params, eval_rng, split, final=True, workdir=workdir)
+    res = task.evaluate(params, eval_rng, split, final=True, workdir=out_dir)
     final.update({f"{split}/{k}": v for k, v in res.items()})
   final["checkpoint"] = used
   final["step"] = int(config.num_steps)
-  writers.write_json(os.path.join(workdir, "metrics.json"), final)
+  writers.write_json(os.path.join(out_dir, "metrics.json"), final)
   return final

@@ -1,0 +1,122 @@
+"""Data parallelism on 8 faked CPU devices against one device (issue: accelerator scale).
+
+The 8-device checks run in subprocesses (the device count is fixed when JAX starts):
+tests/multidevice_worker.py for the train step, sampling and a sharded checkpoint,
+and `launch.train` on configs/pediatric.py:smoke.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from training import checkpoint as checkpoint_lib
+from training import loop
+from training import sharding
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EIGHT = "--xla_force_host_platform_device_count=8"
+
+
+def _env(devices: int, **extra):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
+  flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+  env["XLA_FLAGS"] = " ".join(flags + ([EIGHT] if devices == 8 else []))
+  return env
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+  out = tmp_path_factory.mktemp("multidevice")
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "multidevice_worker.py"),
+                         str(out)], cwd=ROOT, env=_env(8), capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return out, json.loads((out / "results.json").read_text())
+
+
+def test_sharded_train_steps_equal_one_device(worker):
+  _, r = worker
+  assert r["devices"] == 8
+  t = r["train"]
+  np.testing.assert_allclose(t["loss_8"], t["loss_1"], rtol=1e-5)
+  np.testing.assert_allclose(t["loss_8_fsdp"], t["loss_1"], rtol=1e-5)
+  assert t["param_diff"] < 1e-5 and t["param_diff_fsdp"] < 1e-5
+  assert r["fsdp_sharded_leaves"] > 0          # the switch really split some leaves
+
+
+@pytest.mark.parametrize("label", ["sample_ddim10", "sample_pf_ode_heun8"])
+def test_sharded_sampling_equals_unsharded(worker, label):
+  s = worker[1][label]
+  assert s["shape"] == [6, 5]                  # 6 cases padded to 8 devices, cut back
+  assert s["spread"] > 0.05 and s["diff"] < 1e-5
+
+
+def test_checkpoint_from_8_devices_restores_on_1(worker):
+  out, _ = worker
+  assert jax.device_count() == 1
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  import multidevice_worker as mw  # pylint: disable=g-import-not-at-top
+  cfg = mw.config(shard_min=64)
+  template, _, _ = loop.init_state(mw.TinyTask(), cfg, jax.random.key(1), sharding.make_mesh())
+  ckpts = checkpoint_lib.Checkpoints(str(out / "ckpt"), keep=1)
+  restored, meta = ckpts.restore(template)
+  ckpts.close()
+  assert int(restored["step"]) == 3 and meta["config"]["sharding"]["shard_params_min_size"] == 64
+  saved = np.load(out / "ckpt_params.npz")
+  leaves = jax.tree.leaves(restored["params"])
+  assert len(leaves) == len(saved.files)
+  for i, leaf in enumerate(leaves):
+    np.testing.assert_array_equal(np.asarray(leaf), saved[f"arr_{i}"])
+
+
+def test_batch_size_not_divisible_is_a_clear_error():
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(8, mesh)
+  with pytest.raises(ValueError, match=r"config.data.batch_size=6 .* 4 devices"):
+    sharding.check_batch_size(6, type("M", (), {"shape": {"data": 4}})())
+
+
+def test_pad_to_multiple_repeats_the_last_row():
+  b = {"x": np.arange(6).reshape(3, 2), "i": np.arange(3)}
+  padded, n = sharding.pad_to_multiple(b, 4)
+  assert n == 3 and padded["i"].tolist() == [0, 1, 2, 2] and padded["x"][3].tolist() == [4, 5]
+  same, n = sharding.pad_to_multiple(b, 3)
+  assert same is b and n == 3
+
+
+def test_launch_train_smoke_on_8_devices_matches_1(tmp_path):
+  cache = tmp_path / "cache"
+  metrics = {}
+  for devices in (1, 8):
+    workdir = tmp_path / f"run{devices}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.train", "--config=configs/pediatric.py:smoke",
+         f"--workdir={workdir}"], cwd=ROOT, env=_env(devices, CARDIAC_DATA_CACHE=str(cache)),
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if devices == 8:
+      assert "data parallel over 8 devices" in proc.stderr
+    metrics[devices] = json.loads((workdir / "metrics.json").read_text())
+  _assert_same(metrics[8], metrics[1])
+
+
+def _assert_same(got, want, path="metrics"):
+  """Same keys and structure; floats equal up to float32 summation order."""
+  if isinstance(want, dict):
+    assert isinstance(got, dict) and got.keys() == want.keys(), path
+    for k in want:
+      _assert_same(got[k], want[k], f"{path}/{k}")
+  elif isinstance(want, float):
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-4), path
+  elif isinstance(want, list):
+    assert len(got) == len(want), path
+    for i, (g, w) in enumerate(zip(got, want)):
+      _assert_same(g, w, f"{path}[{i}]")
+  else:
+    assert got == want, path
