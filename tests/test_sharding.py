@@ -120,3 +120,27 @@ def _assert_same(got, want, path="metrics"):
       _assert_same(g, w, f"{path}[{i}]")
   else:
     assert got == want, path
+
+
+def test_bfloat16_compute_keeps_float32_params_and_optimizer_state():
+  """Mixed precision by config (model.dtype): the encoder computes in bf16, parameters,
+  gradients and AdamW moments stay float32, and the loss is close to float32's."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  import multidevice_worker as mw  # pylint: disable=g-import-not-at-top
+  cfg = mw.config()
+  cfg.optim.name = "adamw"
+  losses = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    task = mw.TinyTask()
+    task.model = task.model.clone(conditioner_kwargs=dict(task.model.conditioner_kwargs,
+                                                          dtype=dtype))
+    state, tx, _ = loop.init_state(task, cfg, jax.random.key(0), sharding.make_mesh())
+    state, metrics = jax.jit(lambda s, b: loop._train_step(task.loss, tx, 0.0, s, b))(  # pylint: disable=protected-access
+        state, mw.batch())
+    dtypes = {x.dtype for x in jax.tree.leaves((state["params"], state["opt_state"]))
+              if jnp.issubdtype(x.dtype, jnp.floating)}
+    assert dtypes == {jnp.dtype(jnp.float32)}, (dtype, dtypes)
+    losses[jnp.dtype(dtype).name] = float(metrics["loss"])
+  assert np.isfinite(losses["bfloat16"])
+  assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.05)
