@@ -1,0 +1,146 @@
+"""Training-step throughput (clips/s) of a task's config, and its model-FLOPs utilisation.
+
+  python -m benchmarks.train_step --config=configs/pediatric.py [--config=...] [--steps=20]
+
+For each config: the task is built as `launch.train` builds it (on a small built-in
+cohort: `data.synthetic.num_subjects` is lowered when the config has it, which
+changes no shape), the state is initialised on the device mesh, and the jitted,
+donated `training.loop` train step is timed on one batch already on the devices
+(so the input pipeline is excluded; `benchmarks.pipeline_throughput` measures
+that). Reported: compile seconds, steps/s and clips/s (median of `repeats`
+windows), and, from XLA's cost analysis of the compiled step, FLOPs per step and the
+model-FLOPs utilisation against the device's peak (known GPUs/TPUs only; the peak
+table is stated below, dense bf16).
+`run(...)` returns the numbers as a dict (for benchmarks/run_all.py).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import os
+import statistics
+import tempfile
+import time
+
+#: Dense bf16 peak FLOP/s by device kind (vendor datasheets, without sparsity).
+PEAK_BF16 = {"NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12,
+             "NVIDIA L4": 121e12, "TPU v4": 275e12, "TPU v5e": 197e12, "TPU v5p": 459e12}
+
+
+def peak_flops(device_kind: str) -> float | None:
+  for name, peak in PEAK_BF16.items():
+    if device_kind.startswith(name) or name in device_kind:
+      return peak
+  return None
+
+
+def load_config(config_arg: str, overrides: dict | None = None):
+  """configs/x.py[:variant] → ConfigDict, with dotted `overrides` applied (unlocked)."""
+  path, _, variant = config_arg.partition(":")
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(variant or None)
+  for dotted, value in (overrides or {}).items():
+    node = config
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def _batch_size(batch) -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  return int(jax.tree.leaves(batch)[0].shape[0])
+
+
+def bench_config(config_arg: str, *, steps: int = 20, repeats: int = 3,
+                 num_subjects: int = 40, dtype: str | None = None) -> dict:
+  """Times the train step of one config; returns a row."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from training import loop  # pylint: disable=g-import-not-at-top
+  from training import sharding  # pylint: disable=g-import-not-at-top
+  from training import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  overrides = {}
+  probe = load_config(config_arg)
+  if "synthetic" in probe.get("data", {}) and "num_subjects" in probe.data.synthetic:
+    overrides["data.synthetic.num_subjects"] = max(num_subjects, 8)
+  if dtype and "dtype" in probe.get("model", {}):
+    overrides["model.dtype"] = dtype
+  config = load_config(config_arg, overrides)
+  with tempfile.TemporaryDirectory() as workdir:
+    task = tasks_lib.make_task(config, workdir)
+    mesh = sharding.make_mesh()
+    state, tx, state_sh = loop.init_state(task, config, jax.random.key(0), mesh)
+    step = jax.jit(functools.partial(loop._train_step, task.loss, tx,  # pylint: disable=protected-access
+                                     config.optim.get("ema_decay", 0.0)),
+                   in_shardings=(state_sh, sharding.data_sharding(mesh)),
+                   out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+    batch = sharding.global_batch(next(task.train_batches(0)), mesh)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      for _ in range(steps):
+        state, metrics = compiled(state, batch)
+      jax.block_until_ready(metrics)
+      times.append((time.perf_counter() - t0) / steps)
+  sec = statistics.median(times)
+  b = _batch_size(batch)
+  device = jax.devices()[0]
+  peak = peak_flops(device.device_kind)
+  row = dict(config=config_arg, task=config.task, batch_size=b, devices=jax.device_count(),
+             compile_s=compile_s, step_ms=1e3 * sec, steps_per_s=1.0 / sec, clips_per_s=b / sec,
+             flops_per_step=flops, model_dtype=config.get("model", {}).get("dtype"))
+  if peak and flops:
+    row["mfu"] = flops / sec / (peak * jax.device_count())
+  return row
+
+
+def run(configs=("configs/pediatric.py",), *, steps: int = 20, repeats: int = 3,
+        dtype: str | None = None) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  from benchmarks.common import device_name  # pylint: disable=g-import-not-at-top
+  rows = []
+  for c in configs:
+    if not os.path.exists(c.partition(":")[0]):
+      continue
+    rows.append(bench_config(c, steps=steps, repeats=repeats, dtype=dtype))
+  return dict(device=device_name(), jax=jax.__version__, rows=rows)
+
+
+def format_table(r: dict) -> str:
+  lines = [f"train step throughput on {r['device']} (jax {r['jax']})",
+           f"{'config':34s} {'batch':>5s} {'step ms':>9s} {'clips/s':>9s} {'compile s':>9s} "
+           f"{'GFLOP/step':>10s} {'MFU':>6s}"]
+  for row in r["rows"]:
+    mfu = f"{100 * row['mfu']:.1f}%" if "mfu" in row else "n/a"
+    lines.append(f"{row['config']:34s} {row['batch_size']:5d} {row['step_ms']:9.1f} "
+                 f"{row['clips_per_s']:9.2f} {row['compile_s']:9.1f} "
+                 f"{row['flops_per_step'] / 1e9:10.2f} {mfu:>6s}")
+  return "\n".join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", action="append", help="configs/x.py[:variant] (repeatable)")
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--dtype", default=None, help="model.dtype override, e.g. bfloat16")
+  args = parser.parse_args()
+  r = run(args.config or ["configs/pediatric.py"], steps=args.steps, repeats=args.repeats,
+          dtype=args.dtype)
+  print(format_table(r))
+
+
+if __name__ == "__main__":
+  main()
