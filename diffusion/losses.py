@@ -25,6 +25,22 @@ def q_sample(schedule: VPSchedule, y0, t, noise):
   return jnp.sqrt(ab) * y0 + jnp.sqrt(1.0 - ab) * noise
 
 
+def predict_x0(schedule: VPSchedule, y_t, t, eps):
+  """ŷ0 = (y_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, the clean estimate implied by a predicted ε̂."""
+  ab = _expand(schedule.alphas_cumprod[t], y_t)
+  return (y_t - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
+
+
+def eps_prediction(schedule: VPSchedule, eps_fn: Callable, y0, key, *,
+                   noise_fn: NoiseFn = gaussian_noise):
+  """One draw of the ε-objective: (t, ε, y_t, ε_θ(y_t, t)), t ~ U{0..T−1} per batch item."""
+  t_key, n_key = jax.random.split(key)
+  t = jax.random.randint(t_key, (y0.shape[0],), 0, schedule.num_steps)
+  noise = noise_fn(n_key, y0.shape, y0.dtype)
+  y_t = q_sample(schedule, y0, t, noise)
+  return t, noise, y_t, eps_fn(y_t, t)
+
+
 def eps_loss(schedule: VPSchedule, eps_fn: Callable, y0, key, *,
              noise_fn: NoiseFn = gaussian_noise):
   """E_{t,ε}‖ε − ε_θ(y_t, t)‖² (Eq. 6), t ~ U{0..T−1} per batch item.
@@ -32,8 +48,5 @@ def eps_loss(schedule: VPSchedule, eps_fn: Callable, y0, key, *,
   `eps_fn(y_t, t)` predicts ε; y0 has a leading batch axis; `noise_fn` draws ε
   (LaMoD passes smoothed noise). Returns the mean over all elements.
   """
-  t_key, n_key = jax.random.split(key)
-  t = jax.random.randint(t_key, (y0.shape[0],), 0, schedule.num_steps)
-  noise = noise_fn(n_key, y0.shape, y0.dtype)
-  pred = eps_fn(q_sample(schedule, y0, t, noise), t)
+  _, noise, _, pred = eps_prediction(schedule, eps_fn, y0, key, noise_fn=noise_fn)
   return jnp.mean((pred - noise) ** 2)

@@ -21,14 +21,21 @@ from diffusion.schedule import VPSchedule
 EpsFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
 
-def ddim_timesteps(num_train_steps: int, num_steps: int, spacing: str = "trailing") -> np.ndarray:
+def ddim_timesteps(num_train_steps: int, num_steps: int, spacing: str = "trailing",
+                   t_start: int | None = None) -> np.ndarray:
   """Descending timesteps t_0 > … > t_{τ−1} followed by −1 (meaning ᾱ = 1).
 
   'trailing' (default): linspace(−1, T−1, τ+1) truncated to int, the spacing of the
     published MCSDR code: (999, 899, …, 99, −1) for T = 1000, τ = 10; it starts at the
     last training step, so the N(0, 1) prior matches ᾱ_{T−1} ≈ 4e−5.
   'leading': (τ−1)·T/τ, …, T/τ, 0, −1, the DDIM paper's t_i = (i−1)·T/τ.
+  `t_start` (default T−1): start the chain there instead (SDEdit-style; LaMoD Alg. 1
+  starts from the noised registration latent), i.e. T is replaced by t_start + 1.
   """
+  if t_start is not None:
+    if not 0 <= int(t_start) < num_train_steps:
+      raise ValueError(f"DDIM t_start must be in [0, {num_train_steps - 1}], got {t_start}")
+    num_train_steps = int(t_start) + 1
   if not 1 <= num_steps <= num_train_steps:
     raise ValueError(f"DDIM steps must be in [1, {num_train_steps}], got {num_steps}")
   if spacing == "trailing":
@@ -44,13 +51,25 @@ def _ab(schedule: VPSchedule, t):
   return jnp.where(t >= 0, schedule.alphas_cumprod[jnp.maximum(t, 0)], 1.0)
 
 
+def _start(key, shape, dtype, noise_fn, y_start, t_start):
+  if (y_start is None) != (t_start is None):
+    raise ValueError("give both y_start and t_start (a state already noised to t_start), "
+                     "or neither")
+  prior_key, step_key = jax.random.split(key)
+  y = noise_fn(prior_key, shape, dtype) if y_start is None else jnp.asarray(y_start, dtype)
+  return y, step_key
+
+
 def ddim_sample(eps_fn: EpsFn, schedule: VPSchedule, key, shape, *, num_steps: int = 10,
                 eta: float = 0.0, spacing: str = "trailing", dtype=jnp.float32,
-                noise_fn: NoiseFn = gaussian_noise, return_trajectory: bool = False):
-  """DDIM (Song et al. 2021, Eq. 12): deterministic for η = 0; trajectory (τ+1, *shape)."""
-  ts = ddim_timesteps(schedule.num_steps, num_steps, spacing)
-  prior_key, step_key = jax.random.split(key)
-  y = noise_fn(prior_key, shape, dtype)
+                noise_fn: NoiseFn = gaussian_noise, return_trajectory: bool = False,
+                y_start=None, t_start: int | None = None):
+  """DDIM (Song et al. 2021, Eq. 12): deterministic for η = 0; trajectory (τ+1, *shape).
+
+  With `y_start` at step `t_start` (both given) the chain starts there instead of at
+  the prior (SDEdit; LaMoD Alg. 1, lines 3–6)."""
+  ts = ddim_timesteps(schedule.num_steps, num_steps, spacing, t_start)
+  y, step_key = _start(key, shape, dtype, noise_fn, y_start, t_start)
 
   def step(y, inputs):
     t, t_prev, k = inputs
@@ -70,12 +89,15 @@ def ddim_sample(eps_fn: EpsFn, schedule: VPSchedule, key, shape, *, num_steps: i
 
 
 def ddpm_sample(eps_fn: EpsFn, schedule: VPSchedule, key, shape, *, dtype=jnp.float32,
-                noise_fn: NoiseFn = gaussian_noise, return_trajectory: bool = False):
+                noise_fn: NoiseFn = gaussian_noise, return_trajectory: bool = False,
+                y_start=None, t_start: int | None = None):
   """Ancestral DDPM (Ho et al. 2020, Alg. 2) over all T steps, with the posterior
-  variance β̃_t = β_t(1−ᾱ_{t−1})/(1−ᾱ_t) and no noise at t = 0."""
-  prior_key, step_key = jax.random.split(key)
-  y = noise_fn(prior_key, shape, dtype)
-  T = schedule.num_steps
+  variance β̃_t = β_t(1−ᾱ_{t−1})/(1−ᾱ_t) and no noise at t = 0. With `y_start` at
+  `t_start` the chain runs t_start, …, 0 from there (LaMoD Alg. 1, Eq. 8)."""
+  y, step_key = _start(key, shape, dtype, noise_fn, y_start, t_start)
+  T = schedule.num_steps if t_start is None else int(t_start) + 1
+  if not 1 <= T <= schedule.num_steps:
+    raise ValueError(f"DDPM t_start must be in [0, {schedule.num_steps - 1}], got {t_start}")
 
   def step(y, inputs):
     t, k = inputs
