@@ -50,7 +50,8 @@ def mcsdr_model() -> ml_collections.ConfigDict:
   """
   return ml_collections.ConfigDict(dict(
       kind="mcsdr", encoder="frames",
-      encoder_kwargs=ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), temporal=1)),
+      encoder_kwargs=ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), temporal=1,
+                                                    norm="frame")),
       features=64, predictor="mcsn", hidden=128, heads=4, num_layers=0, mlp_ratio=4,
       time_dim=64, conditioning="tokens", video_grid=(4, 4, 4), use_attributes=True,
       attr_features=32, attr_dropout=0.1, pretrained="", dtype="float32", eps_skip=True))

@@ -54,7 +54,10 @@ class FrameEncoder(nn.Module):
   """Per-frame 2D CNN, then residual temporal convolutions: an (2+1)D design sized for CPUs.
 
   Each frame passes `widths` stride-2 conv-GN-GELU stages (2D convolutions are fast on
-  XLA:CPU); `temporal` residual (3, 1, 1) convolutions then mix time. The pooled feature
+  XLA:CPU); `temporal` residual (3, 1, 1) convolutions then mix time. `norm='clip'`
+  takes the GroupNorm statistics over all frames of a clip, so a frame-to-frame change
+  (the cavity shrinking) survives normalisation; 'frame' normalises each frame alone,
+  which removes much of a per-frame quantity such as cavity area. The pooled feature
   concatenates the mean, max and min over time of the per-frame spatial means, so a
   per-frame quantity such as cavity area can enter as its range over the cycle (as EF
   does). `return_tokens=True` also returns the map (B, T, H', W', features).
@@ -62,16 +65,23 @@ class FrameEncoder(nn.Module):
   widths: Sequence[int] = (16, 32, 64, 64)
   features: int = 64
   temporal: int = 1
+  norm: str = "frame"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, video, *, train: bool = False, return_tokens: bool = False):
+    if self.norm not in ("clip", "frame"):
+      raise ValueError(f"config.model.encoder_kwargs.norm must be 'clip' or 'frame', "
+                       f"got {self.norm!r}")
     b, t, h, w, c = video.shape
     x = video.astype(self.dtype).reshape(b * t, h, w, c)
     for i, width in enumerate(self.widths):
       x = nn.Conv(width, (5, 5) if i == 0 else (3, 3), strides=(2, 2), padding="SAME",
                   use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)
+      if self.norm == "clip":   # statistics over the clip's frames: keeps ED/ES contrast
+        x = x.reshape((b, t) + x.shape[1:])
       x = nn.gelu(nn.GroupNorm(num_groups=min(8, width), dtype=self.dtype, name=f"norm{i}")(x))
+      x = x.reshape((b * t,) + x.shape[-3:])
     x = x.reshape((b, t) + x.shape[1:])
     for j in range(self.temporal):
       y = nn.Conv(x.shape[-1], (3, 1, 1), padding="SAME", use_bias=False, dtype=self.dtype,
