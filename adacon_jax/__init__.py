@@ -1,0 +1,1 @@
+"""AdaCon: adaptive-margin contrastive regression (Dai et al., IEEE TMI 2021)."""
