@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
   c = common.base_config()
   c.task = "segmentation"
   c.scenario = scenario
-  c.data = common.synthetic_data("seg_domains", num_subjects=80)
+  c.data = common.synthetic_data("seg_domains", num_subjects=120)   # per domain
   c.data.image_size = 64
   c.data.batch_size = 8
   c.data.mixing = "natural"            # or 'balanced' (each source equally often)
@@ -70,10 +70,10 @@ def get_config(arg: str | None = None):
   c.optim.schedule = "cosine"
   c.optim.min_lr = 1e-4
   c.optim.warmup_steps = 50
-  c.num_steps = 800
+  c.num_steps = 1200
   c.log_every = 50
-  c.eval_every = 200
-  c.checkpoint.save_every = 200
+  c.eval_every = 300
+  c.checkpoint.save_every = 300
   c.checkpoint.best_metric = "fg_dice"     # best validation foreground Dice (§4.4)
   c.checkpoint.best_mode = "max"
   c.final_eval_splits = ("val", "test")

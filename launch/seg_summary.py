@@ -46,10 +46,11 @@ def run_config(base, arch: str, loss: str, p: float | None):
   c.model.arch = arch
   if loss == BENCHMARK:
     c.loss.name = "cce"
+    c.loss.label_dropout = 0.0
     c.data.withheld = {}
     c.data.withheld_fraction = {}
-  else:
-    c.loss.name = loss
+    return c
+  c.loss.name = loss
   if p is not None:
     c.loss.label_dropout = float(p)
   return c
@@ -108,6 +109,7 @@ def main(argv):
       for p in ps:
         if loss == BENCHMARK and p not in (None, ps[0]):
           continue                     # the benchmark has nothing to drop
+        p = None if loss == BENCHMARK else p
         name = f"{arch}-{loss}" + ("" if p is None else f"-p{p:.1f}")
         run_dir = os.path.join(workdir, name)
         path = os.path.join(run_dir, "metrics.json")
@@ -118,7 +120,7 @@ def main(argv):
         else:
           logging.info("training %s", name)
           metrics = loop.train_and_evaluate(run_config(base, arch, loss, p), run_dir)
-        rows.append(summary_row(arch, loss, p if loss != BENCHMARK else None, metrics, key))
+        rows.append(summary_row(arch, loss, p, metrics, key))
         writers.write_json(os.path.join(workdir, "summary.json"), {"rows": rows})
   if ps != [None]:
     plots.sweep_plot(os.path.join(workdir, "dropout_sweep.png"),

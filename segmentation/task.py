@@ -36,7 +36,7 @@ from segmentation import models
 from segmentation import plots
 from training import optim
 
-EVAL_BATCH = 64
+EVAL_BATCH = 32
 
 
 def scenario_root(d) -> str:
@@ -96,12 +96,12 @@ class SegmentationTask:
   def init(self, rng, batch):
     return self.model.init(rng, jnp.asarray(batch["image"])[..., None])
 
-  def _loss(self, loss_cfg, params, batch, rng):
+  def _loss(self, loss_cfg, params, batch, rng, dropout: float = 0.0):
     aug_rng, drop_rng = jax.random.split(rng)
     x, y, sets = batch["image"], batch["label"], batch["label_set"]
     if self.config.augment.enabled:
       x, y = data_lib.augment(aug_rng, x, y, self.aug)
-    p = float(self.config.loss.get("label_dropout", 0.0))
+    p = float(dropout)
     if p > 0:
       y, sets = labels_lib.label_dropout(drop_rng, y, sets, p, self.droppable)
     logits = self.model.apply(params, x[..., None], train=True)
@@ -109,7 +109,8 @@ class SegmentationTask:
     return value, {"pixel_acc": jnp.mean(jnp.argmax(logits, -1) == y)}
 
   def loss(self, params, batch, rng):
-    return self._loss(self.train_loss_cfg, params, batch, rng)
+    return self._loss(self.train_loss_cfg, params, batch, rng,
+                      self.config.loss.get("label_dropout", 0.0))
 
   def train_batches(self, start_step: int):
     step = start_step
@@ -155,10 +156,12 @@ class SegmentationTask:
   # -- Evaluation ----------------------------------------------------------------
 
   def _predict_rows(self, params, rows):
+    """Argmax labels of the images `rows`, in batches padded to one shape (one compile)."""
     out = []
     for i in range(0, len(rows), EVAL_BATCH):
-      out.append(np.asarray(self._predict(params, jnp.asarray(self.images[rows[i:i + EVAL_BATCH]])[
-          ..., None])))
+      chunk = rows[i:i + EVAL_BATCH]
+      x = self.images[np.pad(chunk, (0, EVAL_BATCH - len(chunk)), mode="edge")]
+      out.append(np.asarray(self._predict(params, jnp.asarray(x)[..., None]))[:len(chunk)])
     return np.concatenate(out) if out else np.zeros((0,) + self.images.shape[1:], np.int64)
 
   def evaluate(self, params, rng, split, *, final, workdir):
