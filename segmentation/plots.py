@@ -62,8 +62,11 @@ def dice_bars(path, metrics: dict, domains, title: str = "") -> None:
 def summary_plot(path, rows, structures_key: str = "dice", title: str = "") -> None:
   """Dice per structure per loss, one panel per architecture (like MELBA Figs. 3, 6).
 
-  rows: dicts with 'arch', 'loss' and '<structures_key>' = {label: value}.
+  rows: dicts with 'arch', 'loss' and '<structures_key>' = {label: value}; a row's
+  'withheld'/'withheld_dice' (the withheld structure in its domain) adds a group.
   """
+  rows = [dict(r, **{structures_key: dict(r[structures_key], **(
+      {r["withheld"]: r["withheld_dice"]} if r.get("withheld") else {}))}) for r in rows]
   archs = sorted({r["arch"] for r in rows})
   fig, axes = plt.subplots(1, len(archs), figsize=(5 * len(archs), 3.2), squeeze=False)
   for ax, arch in zip(axes[0], archs):

@@ -34,6 +34,8 @@ def test_smoke_pseudo_labels_with_dropout(tmp_path):
   c.loss.teacher_steps = 2
   c.loss.label_dropout = 0.5
   c.num_steps = 2
+  c.eval_every = 2
+  c.model.width = 0.0625
   c.final_eval_splits = ("test",)
   work = tmp_path / "run"
   final = loop.train_and_evaluate(c, str(work))
