@@ -1,0 +1,194 @@
+"""LaMoD's networks (Flax linen) over volumes (B, T, H, W, C), T = frames (pairs).
+
+RegistrationNet  E_R / D_R of §3.1: a 3-D UNet without skips (as the published code's
+                 `skip_connect=false`): spatial pooling only (no temporal pooling), a latent
+                 z (B, T, H/2^L, W/2^L, C_z), and a decoder to the initial velocity v0 of
+                 each pair (channels (x, y), pixels of the registration grid).
+EpsNet           ε_θ(z^(m), m) of Eqs. 7–9: a 3-D UNet with skips and a sinusoidal
+                 embedding of the diffusion step added in every block.
+MotionDecoder    D_η: z → Lagrangian displacement (B, T, H_d, W_d, 2) on the DENSE grid
+                 (upsampling by 2 per level, then a resize to the DENSE grid).
+RegressionUNet   the direct mask → displacement baseline (StrainNet-like 3-D UNet).
+LaMoD            holds the five parts (the registration-only displacement needs no net).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _groups(c: int) -> int:
+  return max(g for g in (8, 4, 2, 1) if c % g == 0)
+
+
+class Conv(nn.Module):
+  """'SAME' conv over (T, H, W) with kernel (kt, 3, 3), kt ∈ {1, 3}, computed as a 2-D
+  conv of the kt time-neighbours stacked in channels (zero padding in time): the same
+  function as a 3-D conv, several times faster on XLA:CPU for these channel counts."""
+  features: int
+  kt: int = 3
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x):
+    b, t, h, w, _ = x.shape
+    if self.kt == 3:
+      p = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
+      x = jnp.concatenate([p[:, :-2], p[:, 1:-1], p[:, 2:]], axis=-1)
+    elif self.kt != 1:
+      raise ValueError(f"Conv: temporal kernel must be 1 or 3, got {self.kt}")
+    y = nn.Conv(self.features, (3, 3), kernel_init=self.kernel_init)(
+        x.reshape(b * t, h, w, x.shape[-1]))
+    return y.reshape(b, t, h, w, self.features)
+
+
+def step_embedding(t, dim: int):
+  """Sinusoidal embedding (B, dim) of diffusion steps t (B,)."""
+  half = dim // 2
+  freqs = jnp.exp(-jnp.log(10000.0) * jnp.arange(half) / max(half - 1, 1))
+  args = jnp.asarray(t, jnp.float32)[:, None] * freqs[None]
+  return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
+class Block(nn.Module):
+  """Conv (3, 3, 3) → GroupNorm → SiLU → conv (1, 3, 3) → GroupNorm → SiLU, with a
+  residual path and an optional additive step embedding (one temporal conv per block
+  keeps the CPU cost down; stacked blocks still mix time)."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x, emb=None):
+    h = Conv(self.features)(x)
+    h = nn.silu(nn.GroupNorm(num_groups=_groups(self.features))(h))
+    if emb is not None:
+      h = h + nn.Dense(self.features)(emb)[:, None, None, None, :]
+    h = Conv(self.features, kt=1)(h)
+    h = nn.silu(nn.GroupNorm(num_groups=_groups(self.features))(h))
+    skip = x if x.shape[-1] == self.features else nn.Conv(self.features, (1, 1, 1))(x)
+    return h + skip
+
+
+def _pool(x):
+  return nn.avg_pool(x, (1, 2, 2), strides=(1, 2, 2))
+
+
+def _up(x, size=None):
+  b, t, h, w, c = x.shape
+  size = (2 * h, 2 * w) if size is None else tuple(size)
+  return jax.image.resize(x, (b, t, *size, c), "linear")
+
+
+class Encoder(nn.Module):
+  """E_R: Blocks and spatial pooling per width; a 1×1×1 projection to `latent` channels.
+  `normalize`: per-position layer norm of z without affine terms (unit-scale latents for
+  the diffusion; it stands in for the published code's global standardisation)."""
+  widths: Sequence[int]
+  latent: int
+  normalize: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    for w in self.widths:
+      x = _pool(Block(w)(x))
+    z = nn.Conv(self.latent, (1, 1, 1))(x)
+    if self.normalize:
+      z = nn.LayerNorm(use_bias=False, use_scale=False)(z)
+    return z
+
+
+class Decoder(nn.Module):
+  """Upsampling decoder: per width a ×2 (bilinear) upsampling and a Block, a 3×3×3
+  output conv (zero-initialised), then a bilinear resize to `out_size` if given (the
+  DENSE displacement is smooth at the pixel scale)."""
+  widths: Sequence[int]
+  out_channels: int
+  out_size: tuple[int, int] | None = None
+
+  @nn.compact
+  def __call__(self, z):
+    x = Conv(self.widths[0])(z)
+    for w in self.widths:
+      x = Block(w)(_up(x))
+    x = Conv(self.out_channels, kernel_init=nn.initializers.zeros)(x)
+    if self.out_size is not None and tuple(x.shape[2:4]) != tuple(self.out_size):
+      x = _up(x, self.out_size)
+    return x
+
+
+class UNet(nn.Module):
+  """3-D UNet with skips, spatial pooling; `step_dim` > 0 adds a step embedding;
+  `in_pool` > 1 average-pools the input first and resizes the output back."""
+  widths: Sequence[int]
+  out_channels: int
+  step_dim: int = 0
+  in_pool: int = 1
+
+  @nn.compact
+  def __call__(self, x, t=None):
+    size = x.shape[2:4]
+    if self.in_pool > 1:
+      x = nn.avg_pool(x, (1, self.in_pool, self.in_pool), strides=(1, self.in_pool, self.in_pool))
+    emb = None
+    if self.step_dim:
+      emb = nn.Dense(self.step_dim)(step_embedding(t, self.step_dim))
+      emb = nn.Dense(self.step_dim)(nn.silu(emb))
+    x = Conv(self.widths[0])(x)
+    skips = []
+    for i, w in enumerate(self.widths):
+      x = Block(w)(x, emb)
+      skips.append(x)
+      if i < len(self.widths) - 1:
+        x = _pool(x)
+    for w, s in zip(reversed(self.widths[:-1]), reversed(skips[:-1])):
+      x = _up(x, s.shape[2:4])
+      x = Block(w)(jnp.concatenate([x, s], axis=-1), emb)
+    x = Conv(self.out_channels, kernel_init=nn.initializers.zeros)(x)
+    return _up(x, size) if self.in_pool > 1 else x
+
+
+class LaMoD(nn.Module):
+  """The registration net (E_R, D_R), ε_θ, D_η and the regression baseline.
+
+  Inputs: `pairs` (B, T, H_r, W_r, 2) = (I⁰, I^τ) on the registration grid; `dense_pairs`
+  (B, T, H_d, W_d, 2) the same on the DENSE grid (baseline only).
+  """
+  reg_widths: Sequence[int]
+  latent: int
+  eps_widths: Sequence[int]
+  step_dim: int
+  decoder_widths: Sequence[int]
+  baseline_widths: Sequence[int]
+  dense_size: tuple[int, int]
+  normalize_latent: bool = True
+  baseline_pool: int = 1
+
+  def setup(self):
+    self.reg_encoder = Encoder(self.reg_widths, self.latent, self.normalize_latent)
+    self.reg_decoder = Decoder(tuple(reversed(self.reg_widths)), 2)
+    self.eps_net = UNet(self.eps_widths, self.latent, self.step_dim)
+    self.motion_decoder = Decoder(self.decoder_widths, 2, tuple(self.dense_size))
+    self.baseline = UNet(self.baseline_widths, 2, in_pool=self.baseline_pool)
+
+  def encode(self, pairs):
+    return self.reg_encoder(pairs)
+
+  def velocity(self, z):
+    return self.reg_decoder(z)
+
+  def eps(self, z_t, t):
+    return self.eps_net(z_t, t)
+
+  def motion(self, z):
+    return self.motion_decoder(z)
+
+  def regress(self, dense_pairs):
+    return self.baseline(dense_pairs)
+
+  def __call__(self, pairs, dense_pairs):
+    """Touches every part (for init): returns (v0, ε̂, u, u_baseline)."""
+    z = self.encode(pairs)
+    t = jnp.zeros((z.shape[0],), jnp.int32)
+    return self.velocity(z), self.eps(z, t), self.motion(z), self.regress(dense_pairs)

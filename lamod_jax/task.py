@@ -1,0 +1,332 @@
+"""LaMoD task for the shared loop: registration pre-training, then latent diffusion +
+motion decoder (registration frozen), with the regression and registration-only baselines.
+
+Data (cardiac_data/dense.py): per sample the myocardium masks (T, H, W) and the DENSE
+Lagrangian displacement on the DENSE grid; `data.frames` frames are taken evenly from each
+sequence (frame 0 = the reference). Pairs (I⁰, I^τ), τ = 1..F−1, are resampled (bilinear,
+antialiased) to the registration grid `data.reg_size` (the paper's 128² at 1 mm) for E_R;
+displacements are predicted back on the DENSE grid.
+
+Phases (one optimiser, `lamod_jax.phases`): steps 1..pretrain.steps train (E_R, D_R) on
+  l_reg = mean over pairs of [½⟨Lv0, v0⟩ + 1/(2σ²)‖I⁰∘φ₁⁻¹ − I^τ‖²] / (H_r W_r)   (Eq. 1),
+with φ₁⁻¹ from EPDiff shooting (Eqs. 2–3, lamod_jax.registration.energy_terms); later steps
+train ε_θ, D_η and the baseline on
+  l = ‖ε' − ε_θ(z^(m), m)‖² (Eq. 9, ε' = K(ε)) + α·l_motion(D_η(ẑ0), Φ) (Eq. 10) + l_baseline,
+z = E_R(pairs) frozen, l_motion = Σ mask‖Δu‖² / Σ mask. ẑ0 is `diffusion.training`:
+'x0' = (z^(m) − √(1−ᾱ_m)ε̂)/√ᾱ_m from the one ε_θ call (gradients reach ε_θ), or
+'paper_code' = the published shortcut: the reverse chain from M−1 reusing that one ε̂.
+Inference (Alg. 1): z^(M) = √ᾱ_M z + √(1−ᾱ_M)K(ε), reverse chain with `sampling.sampler`
+('ddim', 'ddpm' or 'paper_code'), Φ̂ = D_η(ẑ0), K samples averaged.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cardiac_data import dense
+from cardiac_data import sources as sources_lib
+from diffusion import losses as diffusion_losses
+from diffusion import noise as noise_lib
+from diffusion import samplers
+from diffusion import schedule as schedule_lib
+from lamod_jax import epdiff
+from lamod_jax import networks
+from lamod_jax import phases
+from lamod_jax import registration as registration_lib
+from lamod_jax import strain
+from lamod_jax.metric import Metric
+from training import optim
+
+METHODS = ("lamod", "registration", "regression")
+TRAINING_MODES = ("x0", "paper_code")
+SAMPLERS = ("ddim", "ddpm", "paper_code")
+
+
+def frame_indices(num_frames: int, frames: int) -> np.ndarray:
+  """`frames` indices spread evenly over 0..num_frames−1 (0 first)."""
+  if frames < 2 or frames > num_frames:
+    raise ValueError(f"config.data.frames must be in [2, {num_frames}] (frames in the "
+                     f"sequence), got {frames}")
+  return np.round(np.linspace(0, num_frames - 1, frames)).astype(int)
+
+
+def resize_masks(masks, size: int) -> np.ndarray:
+  """(..., H, W) {0,1} → (..., size, size) float32, bilinear with antialiasing."""
+  masks = jnp.asarray(masks, jnp.float32)
+  return np.asarray(jax.image.resize(masks, masks.shape[:-2] + (size, size), "linear"))
+
+
+def to_dense_grid(u, size: tuple[int, int]):
+  """Displacement (..., 2, h, w) in pixels of an h×w grid → (..., 2, H, W) in DENSE pixels
+  (bilinear, half-pixel centres as `resize_masks`, so both grids cover the same field)."""
+  h, w = u.shape[-2:]
+  out = jax.image.resize(u, u.shape[:-2] + tuple(size), "linear")
+  scale = jnp.array([size[1] / w, size[0] / h], u.dtype).reshape((2, 1, 1))
+  return out * scale
+
+
+def load_split(root, split: str, frames: int, reg_size: int, rv: dict) -> dict:
+  """Arrays of one split: masks (N, F, H, W), reg (N, F, r, r), disp (N, F−1, 2, H, W),
+  support (N, H, W) (the label's nonzero support, else the frame-0 mask), rv (N,) rad."""
+  out = {k: [] for k in ("masks", "disp", "support", "rv")}
+  ids = []
+  for s in dense.read_split(root, split):
+    if s.id not in rv:
+      raise ValueError(f"{root}/ground_truth.json: no RV insertion angle for sample "
+                       f"{split}/{s.id}")
+    idx = frame_indices(s.mask.shape[0], frames)
+    support = np.any(s.displacement != 0, axis=(0, 1))
+    out["masks"].append(s.mask[idx].astype(np.float32))
+    out["disp"].append(s.displacement[idx[1:]])
+    out["support"].append((support if support.any() else s.mask[0] > 0).astype(np.float32))
+    out["rv"].append(math.radians(rv[s.id]))
+    ids.append(s.id)
+  arrays = {k: np.stack(v).astype(np.float32) for k, v in out.items()}
+  arrays["reg"] = resize_masks(arrays["masks"], reg_size)
+  arrays["ids"] = ids
+  return arrays
+
+
+def pairs(seq):
+  """(B, F, H, W) → (B, F−1, H, W, 2) channels (I⁰, I^τ)."""
+  first = jnp.broadcast_to(seq[:, :1], seq[:, 1:].shape)
+  return jnp.stack([first, seq[:, 1:]], axis=-1)
+
+
+def masked_sq_error(u_pred, u_true, support):
+  """Σ mask‖Δu‖² / Σ mask over (B, T) for fields (B, T, 2, H, W), mask (B, H, W)."""
+  err = jnp.sum((u_pred - u_true) ** 2, axis=2)
+  m = jnp.broadcast_to(support[:, None], err.shape)
+  return jnp.sum(m * err) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+def _channels_first(u):
+  return jnp.moveaxis(u, -1, 2)   # (B, T, H, W, 2) → (B, T, 2, H, W)
+
+
+class LaMoDTask:
+  """DENSE-supervised motion from masks: LaMoD and its two baselines."""
+
+  def __init__(self, config, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    d, m, df = config.data, config.model, config.diffusion
+    self.root = sources_lib.dataset_root(d)
+    rv = {k: v["rv_insertion_deg"] for k, v in dense.read_ground_truth(self.root).items()}
+    self.data = {s: load_split(self.root, s, d.frames, d.reg_size, rv)
+                 for s in ("train", "val", "test")}
+    for s, arr in self.data.items():
+      logging.info("LaMoD %s: %d samples, %d frames", s, len(arr["ids"]), d.frames)
+    self.dense_size = tuple(self.data["train"]["masks"].shape[-2:])
+    self.model = networks.LaMoD(
+        reg_widths=tuple(m.reg_widths), latent=m.latent, eps_widths=tuple(m.eps_widths),
+        step_dim=m.step_dim, decoder_widths=tuple(m.decoder_widths),
+        baseline_widths=tuple(m.baseline_widths), dense_size=self.dense_size,
+        normalize_latent=m.normalize_latent, baseline_pool=m.get("baseline_pool", 1))
+    r = config.registration
+    self.reg_cfg = registration_lib.RegistrationConfig(
+        metric=Metric(alpha=r.alpha, gamma=r.gamma, s=r.s), sigma=r.sigma, n_steps=r.n_steps,
+        integrator=r.integrator, form=r.form)
+    self.schedule = schedule_lib.linear_schedule(df.num_steps, df.beta_start, df.beta_end)
+    self.noise_fn = noise_lib.smoothed_noise(df.noise_size, df.noise_sigma,
+                                             unit_variance=df.unit_variance)
+    if df.training not in TRAINING_MODES:
+      raise ValueError(f"config.diffusion.training: {df.training!r} is not one of "
+                       f"{TRAINING_MODES}")
+    if config.sampling.sampler not in SAMPLERS:
+      raise ValueError(f"config.sampling.sampler: {config.sampling.sampler!r} is not one "
+                       f"of {SAMPLERS}")
+    self.pretrain_steps = int(config.pretrain.steps)
+    if not 0 <= self.pretrain_steps < config.num_steps:
+      raise ValueError(f"config.pretrain.steps must be in [0, num_steps={config.num_steps}), "
+                       f"got {self.pretrain_steps}")
+    self._eval_fn = jax.jit(self._predict_batch, static_argnames=("num_samples",))
+    self._true_ecc = {}
+    self._segmental = jax.jit(jax.vmap(strain.segmental_ecc))
+
+  # -- Loop interface --------------------------------------------------------------
+
+  def example_batch(self):
+    return self._batch("train", np.arange(2), phase=1)
+
+  def init(self, rng, batch):
+    return self.model.init(rng, pairs(batch["reg"]), pairs(batch["masks"]))
+
+  def optimizer(self, num_steps: int) -> optax.GradientTransformation:
+    """Adam for the registration phase, config.optim (AdamW 1e-4, wd 1e-4 in the paper)
+    for the joint phase, gated by step (`lamod_jax.phases`)."""
+    p = self.config.pretrain
+    reg_tx = optax.adam(optim.make_schedule(p, max(self.pretrain_steps, 1)))
+    joint_tx = optax.adamw(optim.make_schedule(self.config.optim,
+                                               num_steps - self.pretrain_steps),
+                           weight_decay=self.config.optim.weight_decay)
+    clip = self.config.optim.get("grad_clip", 0.0)
+    if clip:
+      joint_tx = optax.chain(optax.clip_by_global_norm(clip), joint_tx)
+    return phases.two_phase(reg_tx, joint_tx, self.pretrain_steps,
+                            self.config.pretrain.get("freeze", True))
+
+  def _batch(self, split, idx, phase):
+    arr = self.data[split]
+    batch = {"reg": arr["reg"][idx]}
+    if phase:
+      batch.update(masks=arr["masks"][idx], disp=arr["disp"][idx], support=arr["support"][idx])
+    return batch
+
+  def train_batches(self, start_step: int):
+    n = len(self.data["train"]["ids"])
+    bs = self.config.data.batch_size
+    step = start_step
+    while True:
+      step += 1
+      rng = np.random.default_rng([self.config.seed, step])
+      idx = rng.choice(n, size=bs, replace=n < bs)
+      yield self._batch("train", idx, phase=int(step > self.pretrain_steps))
+
+  def registration(self, params, reg_seq):
+    """(z, v0 (B, F−1, 2, r, r)) of E_R and D_R for mask sequences (B, F, r, r)."""
+    z = self.model.apply(params, pairs(reg_seq), method=networks.LaMoD.encode)
+    return z, _channels_first(self.model.apply(params, z, method=networks.LaMoD.velocity))
+
+  def registration_terms(self, params, reg_seq):
+    """Per pair ½⟨Lv0, v0⟩ and 1/(2σ²)‖I⁰∘φ₁⁻¹ − I^τ‖², each (B, F−1)."""
+    _, v0 = self.registration(params, reg_seq)
+    return jax.vmap(jax.vmap(functools.partial(registration_lib.energy_terms,
+                                               config=self.reg_cfg),
+                             in_axes=(0, None, 0)))(v0, reg_seq[:, 0], reg_seq[:, 1:])
+
+  def loss(self, params, batch, rng):
+    zero = jnp.zeros(())
+    metrics = dict(reg_regularity=zero, reg_data=zero, diffusion_loss=zero, motion_loss=zero,
+                   regression_loss=zero)
+    if "disp" not in batch:   # Phase 1: registration pre-training (Eq. 1 per pair).
+      reg, data = self.registration_terms(params, batch["reg"])
+      npix = batch["reg"].shape[-1] * batch["reg"].shape[-2]
+      metrics.update(reg_regularity=jnp.mean(reg) / npix, reg_data=jnp.mean(data) / npix)
+      return metrics["reg_regularity"] + metrics["reg_data"], metrics
+    z = self.model.apply(params, pairs(batch["reg"]), method=networks.LaMoD.encode)
+    if self.config.pretrain.get("freeze", True):
+      z = jax.lax.stop_gradient(z)
+    eps_fn = functools.partial(self.model.apply, params, method=networks.LaMoD.eps)
+    t, noise, z_t, eps = diffusion_losses.eps_prediction(self.schedule, eps_fn, z, rng,
+                                                         noise_fn=self.noise_fn)
+    l_diff = jnp.mean((eps - noise) ** 2)
+    if self.config.diffusion.training == "x0":
+      z_hat = diffusion_losses.predict_x0(self.schedule, z_t, t, eps)
+    else:   # The published shortcut: one ε̂ reused over the whole reverse chain.
+      z_hat, _ = samplers.ddpm_sample(lambda y, s: eps, self.schedule,
+                                      jax.random.fold_in(rng, 1), z.shape,
+                                      noise_fn=self.noise_fn, y_start=z_t,
+                                      t_start=self.schedule.num_steps - 1)
+    u = _channels_first(self.model.apply(params, z_hat, method=networks.LaMoD.motion))
+    l_motion = masked_sq_error(u, batch["disp"], batch["support"])
+    u_b = _channels_first(self.model.apply(params, pairs(batch["masks"]),
+                                           method=networks.LaMoD.regress))
+    l_base = masked_sq_error(u_b, batch["disp"], batch["support"])
+    metrics.update(diffusion_loss=l_diff, motion_loss=l_motion, regression_loss=l_base)
+    return l_diff + self.config.diffusion.motion_weight * l_motion + l_base, metrics
+
+  # -- Inference -------------------------------------------------------------------
+
+  def start_step(self) -> int:
+    s = int(self.config.sampling.get("start_step", -1))
+    return self.schedule.num_steps - 1 if s < 0 else s
+
+  def sample_latent(self, params, z, key):
+    """ẑ0 from the registration latent z (Alg. 1): noise to M, then the reverse chain."""
+    s = self.config.sampling
+    m = self.start_step()
+    k_noise, k_chain = jax.random.split(key)
+    t = jnp.full((z.shape[0],), m)
+    z_m = diffusion_losses.q_sample(self.schedule, z, t,
+                                    self.noise_fn(k_noise, z.shape, z.dtype))
+    eps_fn = lambda y, step: self.model.apply(  # noqa: E731
+        params, y, jnp.broadcast_to(step, (y.shape[0],)), method=networks.LaMoD.eps)
+    if s.sampler == "ddim":
+      out, _ = samplers.ddim_sample(eps_fn, self.schedule, k_chain, z.shape,
+                                    num_steps=min(s.steps, m + 1), eta=s.eta,
+                                    noise_fn=self.noise_fn, y_start=z_m, t_start=m)
+    elif s.sampler == "ddpm":
+      out, _ = samplers.ddpm_sample(eps_fn, self.schedule, k_chain, z.shape,
+                                    noise_fn=self.noise_fn, y_start=z_m, t_start=m)
+    else:
+      eps = eps_fn(z_m, m)
+      out, _ = samplers.ddpm_sample(lambda y, step: eps, self.schedule, k_chain, z.shape,
+                                    noise_fn=self.noise_fn, y_start=z_m, t_start=m)
+    return out
+
+  def _predict_batch(self, params, reg_seq, mask_seq, key, num_samples: int):
+    """Displacements (B, F−1, 2, H, W) on the DENSE grid: LaMoD, registration, regression."""
+    z, v0 = self.registration(params, reg_seq)
+    u_reg = jax.vmap(jax.vmap(lambda v: epdiff.displacement(registration_lib._inverse_map(
+        v, self.reg_cfg, want_phi=True)[1])))(v0)          # u = φ₁ − id, Lagrangian
+    u_reg = to_dense_grid(u_reg, self.dense_size)
+
+    def one(k):
+      zh = self.sample_latent(params, z, k)
+      return _channels_first(self.model.apply(params, zh, method=networks.LaMoD.motion))
+
+    u_lamod = jnp.mean(jax.vmap(one)(jax.random.split(key, num_samples)), axis=0)
+    u_b = _channels_first(self.model.apply(params, pairs(mask_seq),
+                                           method=networks.LaMoD.regress))
+    return {"lamod": u_lamod, "registration": u_reg, "regression": u_b}
+
+  def predict(self, params, split: str, rng, num_samples: int | None = None) -> dict:
+    """Per method, displacements (N, F−1, 2, H, W) for `split` (numpy)."""
+    arr = self.data[split]
+    k = int(num_samples or self.config.sampling.num_samples)
+    bs = self.config.data.eval_batch_size
+    outs = {m: [] for m in METHODS}
+    for i in range(0, len(arr["ids"]), bs):
+      sl = slice(i, i + bs)
+      res = self._eval_fn(params, arr["reg"][sl], arr["masks"][sl],
+                          jax.random.fold_in(rng, i), num_samples=k)
+      for m in METHODS:
+        outs[m].append(np.asarray(res[m]))
+    return {m: np.concatenate(v) for m, v in outs.items()}
+
+  def true_ecc(self, split: str) -> np.ndarray:
+    """Segmental Ecc (N, F−1, 6) of the DENSE labels (same pixel-strain pipeline)."""
+    if split not in self._true_ecc:
+      arr = self.data[split]
+      self._true_ecc[split] = self.segmental(arr["disp"], split)
+    return self._true_ecc[split]
+
+  def segmental(self, disp, split: str) -> np.ndarray:
+    arr = self.data[split]
+    return np.asarray(self._segmental(jnp.asarray(disp), jnp.asarray(arr["support"]),
+                                      jnp.asarray(arr["rv"])))
+
+  def evaluate(self, params, rng, split, *, final, workdir):
+    arr = self.data[split]
+    preds = self.predict(params, split, rng)
+    true_seg = self.true_ecc(split)
+    out, curves = {}, {}
+    for m in METHODS:
+      out[f"{m}/epe"] = float(strain.end_point_error(preds[m], arr["disp"],
+                                                     arr["support"][:, None]))
+      seg = self.segmental(preds[m] * arr["support"][:, None, None], split)
+      errs = jax.vmap(strain.strain_errors)(jnp.asarray(seg), jnp.asarray(true_seg))
+      out[f"{m}/segmental_ecc_mae"] = float(np.nanmean(errs["segmental_ecc_mae"]))
+      out[f"{m}/global_peak_ecc_error"] = float(np.nanmean(errs["global_peak_ecc_error"]))
+      curves[m] = seg
+    if final:
+      from lamod_jax import reports  # pylint: disable=g-import-not-at-top
+      reports.write_plots(os.path.join(workdir, "plots"), split, arr, preds, curves, true_seg,
+                          out, self._patterns(split))
+    return out
+
+  def _patterns(self, split: str) -> list[str]:
+    gt = dense.read_ground_truth(self.root)
+    return [gt[i].get("pattern", "") for i in self.data[split]["ids"]]
+
+  def meta(self):
+    return {"frames": int(self.config.data.frames), "reg_size": int(self.config.data.reg_size),
+            "dense_size": list(self.dense_size), "pretrain_steps": self.pretrain_steps}
