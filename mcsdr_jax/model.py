@@ -72,7 +72,8 @@ class Conditioner(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, batch, *, train: bool = False):
+  def __call__(self, batch, *, train: bool = False, return_pooled: bool = False):
+    """Context tokens; with `return_pooled`, (context, the encoder's pooled feature)."""
     if self.conditioning not in CONDITIONINGS:
       raise ValueError(f"config.model.conditioning: {self.conditioning!r} is not one of "
                        f"{CONDITIONINGS}")
@@ -90,7 +91,7 @@ class Conditioner(nn.Module):
       if attrs is not None:
         a = nn.relu(nn.Dense(self.attr_features, name="attr_mlp0")(attrs.reshape(attrs.shape[0], -1)))
         c = jnp.concatenate([c, nn.Dense(self.attr_features, name="attr_mlp1")(a)], axis=-1)
-      return c[:, None, :]
+      return (c[:, None, :], pooled) if return_pooled else c[:, None, :]
     video = adaptive_pool(fmap, self.video_grid)
     video = video.reshape(video.shape[0], -1, video.shape[-1])
     video = nn.Dense(self.hidden, name="video_tokens")(video)
@@ -100,7 +101,8 @@ class Conditioner(nn.Module):
     if attrs is not None:
       a = nn.Dense(self.hidden, name="attr_tokens")(attrs)
       context.append(a + self.param("attr_pos", nn.initializers.normal(0.02), a.shape[1:]))
-    return jnp.concatenate(context, axis=1)
+    context = jnp.concatenate(context, axis=1)
+    return (context, pooled) if return_pooled else context
 
 
 class MCSDR(nn.Module):
@@ -112,6 +114,8 @@ class MCSDR(nn.Module):
   published code) ε̂ must reproduce y_t to ~1e-3 at t ≈ T, where DDIM's first
   x̂0 = (y − √(1−ᾱ)ε̂)/√ᾱ multiplies the error by 1/√ᾱ_999 ≈ 157.
   `schedule` = (T, β_start, β_end) gives ᾱ_t by the continuous VP form at s = (t+1)/T.
+  `projection` = (hidden, features) adds AdaCon's projection head on the encoder's pooled
+  feature (the config.model.adacon plug-in); () = none, the parameters are unchanged.
   """
   num_categories: Sequence[int]
   predictor: str = "mcsn"
@@ -119,6 +123,7 @@ class MCSDR(nn.Module):
   conditioner_kwargs: Any = None
   eps_skip: bool = True
   schedule: Sequence[float] = (1000, 1e-4, 0.02)
+  projection: Sequence[int] = ()
 
   def setup(self):
     if self.predictor not in score_net.PREDICTORS:
@@ -128,6 +133,9 @@ class MCSDR(nn.Module):
     self.conditioner = Conditioner(self.num_categories, **dict(self.conditioner_kwargs or {}))
     self.head = score_net.PREDICTORS[self.predictor](**kw)
     self.aux_head = nn.Dense(1)
+    if self.projection:
+      from adacon_jax import heads  # pylint: disable=g-import-not-at-top
+      self.proj_head = heads.ProjectionHead(*self.projection)
 
   def condition(self, batch, *, train: bool = False):
     """Memory of the predictor for each case (encoders run here, once)."""
@@ -148,7 +156,19 @@ class MCSDR(nn.Module):
     context = self.conditioner(batch, train=train)
     return self.head.prepare(context), self.aux_head(context[:, 0])[:, 0]
 
+  def condition_aux_and_projection(self, batch, *, train: bool = False):
+    """(memory, EF estimate, AdaCon embedding z (B, features) of the pooled feature)."""
+    context, pooled = self.conditioner(batch, train=train, return_pooled=True)
+    return (self.head.prepare(context), self.aux_head(context[:, 0])[:, 0],
+            self.proj_head(pooled))
+
+  def project(self, batch, *, train: bool = False):
+    """AdaCon embedding z of the pooled video feature only (a second view)."""
+    return self.proj_head(self.conditioner(batch, train=train, return_pooled=True)[1])
+
   def __call__(self, batch, y, t, *, train: bool = False):
+    if self.projection:
+      return self.eps(self.condition_aux_and_projection(batch, train=train)[0], y, t)
     return self.eps(self.condition_and_aux(batch, train=train)[0], y, t)
 
 

@@ -59,6 +59,7 @@ def build_model(mcfg, num_categories, diffusion_cfg=None):
   """The Flax module of config.model (see configs/common.py:mcsdr_model)."""
   if mcfg.kind not in KINDS:
     raise ValueError(f"config.model.kind: {mcfg.kind!r} is not one of {KINDS}")
+  ada = adacon_config(mcfg)
   cond = dict(encoder=mcfg.encoder, encoder_kwargs=dict(mcfg.encoder_kwargs),
               features=mcfg.features, hidden=mcfg.hidden, attr_features=mcfg.attr_features,
               attr_dropout=mcfg.attr_dropout, use_attributes=mcfg.use_attributes,
@@ -76,7 +77,19 @@ def build_model(mcfg, num_categories, diffusion_cfg=None):
       diffusion_cfg.num_steps, diffusion_cfg.beta_start, diffusion_cfg.beta_end)
   return model_lib.MCSDR(num_categories, predictor=mcfg.predictor, predictor_kwargs=pred,
                          conditioner_kwargs=cond, eps_skip=mcfg.get("eps_skip", True),
-                         schedule=schedule)
+                         schedule=schedule,
+                         projection=(ada.proj_hidden, ada.proj_features) if ada else ())
+
+
+def adacon_config(mcfg):
+  """config.model.adacon if the AdaCon plug-in is on (weight > 0), else None."""
+  ada = mcfg.get("adacon")
+  if not ada or not ada.get("weight", 0.0) > 0:
+    return None
+  if mcfg.kind != "mcsdr":
+    raise ValueError(f"config.model.adacon.weight > 0 needs config.model.kind='mcsdr', "
+                     f"got {mcfg.kind!r}")
+  return ada
 
 
 def average_per_case(num_cases: int, keys, values, split: str = "") -> np.ndarray:
@@ -96,21 +109,53 @@ def average_per_case(num_cases: int, keys, values, split: str = "") -> np.ndarra
   return total / count.reshape((-1,) + (1,) * (total.ndim - 1))
 
 
-class EFRegressionTask:
-  """Video (+ attributes) → EF posterior (MCSDR) or point estimate (baseline)."""
+class EFData:
+  """The EF data path every video regressor shares: sources of config.data, attribute
+  preprocessing and EF standardisation fitted on the training split, train and eval
+  batches. Subclasses (EFRegressionTask, adacon_jax.task.AdaConTask) add a model."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config):
     self.config = config
     d = config.data
-    self.kind = config.model.kind
     self.spec = attribute_spec(d)
     self.root = sources_lib.dataset_root(d)
     self.builder, self.sources = sources_lib.load_sources(d, self.spec)
     raw = builders.raw_attributes(self.sources["train"])
     self.preprocessor = attributes_lib.AttributePreprocessor.fit(raw, self.spec)
-    ef = np.asarray(builders.split_metadata(self.sources["train"], "ef"), np.float64)
+    ef = self.labels("train")
     self.ef_mean, self.ef_std = float(np.nanmean(ef)), float(np.nanstd(ef))
     self.pcfg = pipeline_config(d, config.seed)
+
+  def labels(self, split: str) -> np.ndarray:
+    """EF labels (%) of `split` in index order, float64."""
+    return np.asarray(builders.split_metadata(self.sources[split], "ef"), np.float64)
+
+  def example_batch(self):
+    return next(pipeline.make_loader(self.sources["val"], self.pcfg, train=False,
+                                     preprocessor=self.preprocessor))
+
+  def standardise(self, ef):
+    return (ef - self.ef_mean) / self.ef_std
+
+  def to_percent(self, standardised):
+    return np.asarray(standardised) * self.ef_std + self.ef_mean
+
+  def train_batches(self, start_step: int):
+    return pipeline.make_loader(self.sources["train"], self.pcfg, train=True,
+                                preprocessor=self.preprocessor, start_batch=start_step)
+
+  def eval_batches(self, split: str):
+    """One pass over `split` in index order (padded last batch: see batch['mask'])."""
+    return pipeline.make_loader(self.sources[split], self.pcfg, train=False,
+                                preprocessor=self.preprocessor)
+
+
+class EFRegressionTask(EFData):
+  """Video (+ attributes) → EF posterior (MCSDR) or point estimate (baseline)."""
+
+  def __init__(self, config, workdir: str):
+    super().__init__(config)
+    self.kind = config.model.kind
     num_categories = tuple(len(c) for c in self.spec.categorical.values())
     self.model = build_model(config.model, num_categories, config.diffusion)
     self.schedule = schedule_lib.linear_schedule(config.diffusion.num_steps,
@@ -122,12 +167,13 @@ class EFRegressionTask:
                        f"(a posterior needs spread), got {s.num_samples}, {s.val_num_samples}")
     self._samplers = {}
     self._predict = jax.jit(lambda p, b: self.model.apply(p, b, train=False))
+    self.adacon = adacon_config(config.model)
+    if self.adacon:
+      from adacon_jax import ecdf  # pylint: disable=g-import-not-at-top
+      self.ecdf = ecdf.ECDF.fit(self.labels("train"), bucket_width=self.adacon.bucket_width,
+                                name="config.data training EF labels")
 
   # -- Training ------------------------------------------------------------------
-
-  def example_batch(self):
-    return next(pipeline.make_loader(self.sources["val"], self.pcfg, train=False,
-                                     preprocessor=self.preprocessor))
 
   def init(self, rng, batch):
     inputs = {k: batch[k] for k in MODEL_KEYS}
@@ -135,9 +181,6 @@ class EFRegressionTask:
       return self.model.init(rng, inputs)
     b = batch["video"].shape[0]
     return self.model.init(rng, inputs, jnp.zeros((b,)), jnp.zeros((b,), jnp.int32))
-
-  def standardise(self, ef):
-    return (ef - self.ef_mean) / self.ef_std
 
   def loss(self, params, batch, rng):
     inputs = {k: batch[k] for k in MODEL_KEYS}
@@ -147,8 +190,13 @@ class EFRegressionTask:
       pred = self.model.apply(params, inputs, train=True, rngs={"attr_dropout": drop_rng})
       return jnp.mean((pred - target) ** 2), {
           "mae_ef": jnp.mean(jnp.abs(pred - target)) * self.ef_std}
-    memory, aux = self.model.apply(params, inputs, train=True, rngs={"attr_dropout": drop_rng},
-                                   method=self.model.condition_and_aux)
+    if self.adacon:
+      memory, aux, adacon_loss = self._adacon_plugin(params, inputs, batch["ef"], drop_rng,
+                                                     jax.random.fold_in(rng, 1))
+    else:
+      memory, aux = self.model.apply(params, inputs, train=True,
+                                     rngs={"attr_dropout": drop_rng},
+                                     method=self.model.condition_and_aux)
 
     def eps_fn(y, t):
       return self.model.apply(params, memory, y, t, method=self.model.eps)
@@ -161,11 +209,29 @@ class EFRegressionTask:
     eps_loss = jnp.mean(jax.vmap(one_draw)(keys))
     aux_mse = jnp.mean((aux - target) ** 2)
     loss = eps_loss + self.config.diffusion.get("aux_weight", 0.0) * aux_mse
-    return loss, {"eps_loss": eps_loss, "aux_mae_ef": jnp.mean(jnp.abs(aux - target)) * self.ef_std}
+    metrics = {"eps_loss": eps_loss, "aux_mae_ef": jnp.mean(jnp.abs(aux - target)) * self.ef_std}
+    if self.adacon:
+      loss = loss + self.adacon.weight * adacon_loss
+      metrics["adacon_loss"] = adacon_loss
+    return loss, metrics
 
-  def train_batches(self, start_step: int):
-    return pipeline.make_loader(self.sources["train"], self.pcfg, train=True,
-                                preprocessor=self.preprocessor, start_batch=start_step)
+  def _adacon_plugin(self, params, inputs, ef, drop_rng, view_rng):
+    """(memory, aux, AdaCon Eq. 6 loss) with z from the pooled feature of the clip and of
+    a second view (adacon_jax.views: pad-crop and intensity jitter)."""
+    from adacon_jax import losses, views  # pylint: disable=g-import-not-at-top
+    a = self.adacon
+    memory, aux, z1 = self.model.apply(params, inputs, train=True,
+                                       rngs={"attr_dropout": drop_rng},
+                                       method=self.model.condition_aux_and_projection)
+    v2 = views.random_views(view_rng, inputs["video"], pad=a.get("pad", 4),
+                            brightness=a.get("brightness", 0.05),
+                            contrast=a.get("contrast", 0.1))
+    z2 = self.model.apply(params, dict(inputs, video=v2), train=True,
+                          rngs={"attr_dropout": drop_rng}, method=self.model.project)
+    y2 = jnp.concatenate([ef, ef])
+    pos = losses.positive_mask(y2, a.bucket_width)
+    loss = losses.adacon_loss(jnp.concatenate([z1, z2]), self.ecdf(y2), pos, scale=a.scale)
+    return memory, aux, loss
 
   # -- Inference -----------------------------------------------------------------
 
@@ -178,14 +244,6 @@ class EFRegressionTask:
                                                    sampler=sampler_cfg,
                                                    return_trajectory=trajectory)
     return self._samplers[key]
-
-  def eval_batches(self, split: str):
-    """One pass over `split` in index order (padded last batch: see batch['mask'])."""
-    return pipeline.make_loader(self.sources[split], self.pcfg, train=False,
-                                preprocessor=self.preprocessor)
-
-  def to_percent(self, standardised):
-    return np.asarray(standardised) * self.ef_std + self.ef_mean
 
   def predict(self, params, split: str, rng, *, num_samples: int | None = None,
               sampler_cfg: posterior.SamplerConfig | None = None, trajectory: bool = False):
@@ -210,8 +268,7 @@ class EFRegressionTask:
     n = len(self.sources[split])
     samples = average_per_case(n, keys, outs, split)
     trajs = average_per_case(n, keys, trajs, split) if trajs else None
-    labels = np.asarray(builders.split_metadata(self.sources[split], "ef"), np.float64)
-    return samples, labels, trajs
+    return samples, self.labels(split), trajs
 
   def evaluate(self, params, rng, split, *, final, workdir):
     s = self.config.sampling
