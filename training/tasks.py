@@ -20,6 +20,7 @@ import importlib
 REGISTRY = {
     "ef_regression": "mcsdr_jax.task:EFRegressionTask",
     "segmentation": "segmentation.task:SegmentationTask",
+    "lamod": "lamod_jax.task:LaMoDTask",
     "adacon": "adacon_jax.task:AdaConTask",
 }
 
