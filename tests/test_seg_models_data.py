@@ -18,18 +18,18 @@ def test_models_output_logits_per_pixel(arch):
                                        depths=(2, 2), heads=(1, 2)))
   net = models.build_model(cfg)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 1))
-  params = jax.jit(net.init)(jax.random.key(1), x)
-  apply = jax.jit(net.apply)
-  y = apply(params, x)
-  assert y.shape == (2, 32, 32, 4)
+  both = jnp.concatenate([x, x[::-1]])
+  # One compile: init and apply on the images and on the same images swapped.
+  y = jax.jit(lambda k, b: net.apply(net.init(k, b), b))(jax.random.key(1), both)
+  assert y.shape == (4, 32, 32, 4)
   assert bool(jnp.all(jnp.isfinite(y)))
   # Per-sample independence (no batch statistics): swapping the images swaps the logits.
-  np.testing.assert_allclose(apply(params, x[::-1]), y[::-1], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(y[2:], y[:2][::-1], rtol=1e-4, atol=1e-5)
 
 
 def test_width_multiplier_scales_parameters():
-  count = lambda w: sum(v.size for v in jax.tree.leaves(models.UNet(width=w, depth=2).init(
-      jax.random.key(0), jnp.zeros((1, 16, 16, 1)))))
+  count = lambda w: sum(v.size for v in jax.tree.leaves(jax.eval_shape(
+      models.UNet(width=w, depth=2).init, jax.random.key(0), jnp.zeros((1, 16, 16, 1)))))
   # Convolutions dominate: parameters grow about quadratically with the width.
   assert 3.0 < count(0.25) / count(0.125) < 4.5
 
@@ -58,8 +58,7 @@ def test_attention_gate_scales_the_skip():
   gate = models.AttentionGate(4)
   g = jax.random.normal(jax.random.key(0), (1, 8, 8, 6))
   x = jax.random.normal(jax.random.key(1), (1, 8, 8, 6))
-  params = gate.init(jax.random.key(2), g, x)
-  out = gate.apply(params, g, x)
+  out = jax.jit(lambda k: gate.apply(gate.init(k, g, x), g, x))(jax.random.key(2))
   ratio = out / x
   # One coefficient ψ ∈ (0, 1) per pixel, shared by the channels.
   np.testing.assert_allclose(ratio, jnp.broadcast_to(ratio[..., :1], ratio.shape), rtol=1e-4)
