@@ -141,7 +141,15 @@ class EFData:
     return np.asarray(standardised) * self.ef_std + self.ef_mean
 
   def train_batches(self, start_step: int):
-    return pipeline.make_loader(self.sources["train"], self.pcfg, train=True,
+    """This host's slice of the training records and of each global batch (one host:
+    all of them; `training.sharding.global_batch` assembles the hosts' rows)."""
+    hosts = jax.process_count()
+    if self.pcfg.batch_size % hosts:
+      raise ValueError(f"config.data.batch_size={self.pcfg.batch_size} is not divisible by the "
+                       f"{hosts} processes")
+    cfg = self.pcfg.replace(shard_index=jax.process_index(), shard_count=hosts,
+                            batch_size=self.pcfg.batch_size // hosts)
+    return pipeline.make_loader(self.sources["train"], cfg, train=True,
                                 preprocessor=self.preprocessor, start_batch=start_step)
 
   def eval_batches(self, split: str):
