@@ -28,15 +28,22 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/seg_partial.py[:variant].",
-                                          lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.")
-_ARCHS = flags.DEFINE_list("archs", ["unet"], "Architectures (segmentation.models.ARCHITECTURES).")
-_LOSSES = flags.DEFINE_list("losses", ["full_labels", "cce", "marginal", "abce"],
-                            "Losses (cce, acce, marginal, abce, pseudo) and/or full_labels.")
-_PS = flags.DEFINE_list("dropout_ps", [], "Label-dropout probabilities to sweep (empty: the "
-                        "config's).")
-flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Flags of the command line (defined only when run as a program, so importing
+  this module next to launch.train in one process does not clash)."""
+  config_flags.DEFINE_config_file("config", None, "configs/seg_partial.py[:variant].",
+                                  lock_config=False)
+  flags.DEFINE_string("workdir", None, "Output folder.")
+  flags.DEFINE_list("archs", ["unet"], "Architectures (segmentation.models.ARCHITECTURES).")
+  flags.DEFINE_list("losses", ["full_labels", "cce", "marginal", "abce"],
+                    "Losses (cce, acce, marginal, abce, pseudo) and/or full_labels.")
+  flags.DEFINE_list("dropout_ps", [], "Label-dropout probabilities to sweep (empty: the "
+                    "config's).")
+  flags.mark_flags_as_required(["config", "workdir"])
+
 
 BENCHMARK = "full_labels"
 
@@ -96,16 +103,16 @@ def main(argv):
   from segmentation import plots
   from training import loop
   from training import writers
-  base = _CONFIG.value
+  base = FLAGS.config
   if base.task != "segmentation":
     raise app.UsageError(f"--config: task {base.task!r} is not 'segmentation'")
-  workdir = os.path.abspath(_WORKDIR.value)
+  workdir = os.path.abspath(FLAGS.workdir)
   os.makedirs(workdir, exist_ok=True)
   key = withheld_key(base)
-  ps = [float(p) for p in _PS.value] or [None]
+  ps = [float(p) for p in FLAGS.dropout_ps] or [None]
   rows = []
-  for arch in _ARCHS.value:
-    for loss in _LOSSES.value:
+  for arch in FLAGS.archs:
+    for loss in FLAGS.losses:
       for p in ps:
         if loss == BENCHMARK and p not in (None, ps[0]):
           continue                     # the benchmark has nothing to drop
@@ -135,4 +142,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

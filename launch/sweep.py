@@ -38,12 +38,19 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with a `sweep` field.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (study.db, trials/, summary).")
-_TRAIN_MODULE = flags.DEFINE_string("train_module", "launch.train",
-                                    "Module each trial runs (tests substitute a fake one).")
-flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Flags of the command line (defined only when run as a program, so importing
+  this module next to launch.train in one process does not clash)."""
+  config_flags.DEFINE_config_file("config", None, "Config file with a `sweep` field.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Sweep folder (study.db, trials/, summary).")
+  flags.DEFINE_string("train_module", "launch.train",
+                      "Module each trial runs (tests substitute a fake one).")
+  flags.mark_flags_as_required(["config", "workdir"])
+
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=\s*(loguniform|uniform|int|choice)\((.*)\)\s*$")
 _GRID = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=\s*(.+)$")
@@ -304,10 +311,11 @@ def main(argv):
   config_arg = flags.FLAGS["config"].config_filename
   overrides = [a for a in sys.argv[1:]
                if a.startswith("--config.") and not a.startswith("--config.sweep.")]
-  sweep = Sweep(_CONFIG.value, config_arg, _WORKDIR.value, _TRAIN_MODULE.value, overrides)
+  sweep = Sweep(FLAGS.config, config_arg, FLAGS.workdir, FLAGS.train_module, overrides)
   sweep.run()
   print(f"Summary written to {os.path.join(sweep.workdir, 'sweep_summary.json')}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
