@@ -51,6 +51,24 @@ def load_config(config_arg: str, overrides: dict | None = None):
   return config
 
 
+def _flops(cost) -> float:
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def cpu_flops(fn, *args) -> float:
+  """FLOPs of `fn(*args)` from XLA:CPU's cost analysis of the same computation.
+
+  On GPUs, XLA's cost analysis counts cuDNN convolutions (custom calls) as zero FLOPs
+  (seen on an H200, jax 0.11.2: 0 for the R(2+1)D train step), so the count comes
+  from lowering the function for the host CPU with the arguments' shapes.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  specs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), args)
+  return _flops(jax.jit(fn).lower(*specs).compile().cost_analysis())
+
+
 def _batch_size(batch) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   return int(jax.tree.leaves(batch)[0].shape[0])
@@ -74,17 +92,18 @@ def bench_config(config_arg: str, *, steps: int = 20, repeats: int = 3,
     task = tasks_lib.make_task(config, workdir)
     mesh = sharding.make_mesh()
     state, tx, state_sh = loop.init_state(task, config, jax.random.key(0), mesh)
-    step = jax.jit(functools.partial(loop._train_step, task.loss, tx,  # pylint: disable=protected-access
-                                     config.optim.get("ema_decay", 0.0)),
+    step_fn = functools.partial(loop._train_step, task.loss, tx,  # pylint: disable=protected-access
+                                config.optim.get("ema_decay", 0.0))
+    step = jax.jit(step_fn,
                    in_shardings=(state_sh, sharding.data_sharding(mesh)),
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
     batch = sharding.global_batch(next(task.train_batches(0)), mesh)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    flops = _flops(compiled.cost_analysis())
+    if not flops and jax.devices()[0].platform != "cpu":
+      flops = cpu_flops(step_fn, state, batch)
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     times = []
@@ -137,6 +156,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--dtype", default=None, help="model.dtype override, e.g. bfloat16")
   args = parser.parse_args()
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()   # grain reads absl flags, which argparse never parses
   r = run(args.config or ["configs/pediatric.py"], steps=args.steps, repeats=args.repeats,
           dtype=args.dtype)
   print(format_table(r))

@@ -33,7 +33,6 @@ import re
 from absl import logging
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 
 from cardiac_data.echonet import ReadResult
 from cardiac_data.errors import DataFormatError, SkipLog, VideoDecodeError
@@ -53,6 +52,12 @@ _PATIENT_RE = re.compile(r"^patient\d+$")
 
 
 # ------------------------------------------------------------------------------- volumes
+
+
+def _sitk():
+  """SimpleITK, imported on first use: only the 2019 MetaImage release (.mhd) needs it."""
+  import SimpleITK  # pylint: disable=g-import-not-at-top
+  return SimpleITK
 
 
 def _nifti_array(img) -> np.ndarray:
@@ -80,6 +85,7 @@ def read_camus_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float,
       zooms = img.header.get_zooms()
       spacing = (float(zooms[1]), float(zooms[0]))
     elif lower.endswith(".mhd"):
+      sitk = _sitk()
       img = sitk.ReadImage(path)
       arr = sitk.GetArrayFromImage(img)
       sp = img.GetSpacing()
@@ -102,7 +108,7 @@ def volume_shape(path: str | os.PathLike) -> tuple[int, ...]:
     raise DataFormatError(path, "file not found")
   try:
     if path.lower().endswith(".mhd"):
-      reader = sitk.ImageFileReader()
+      reader = _sitk().ImageFileReader()
       reader.SetFileName(path)
       reader.ReadImageInformation()
       shape = tuple(reader.GetSize())

@@ -1,0 +1,31 @@
+"""benchmarks/train_step.py: FLOP counting and MFU arithmetic against closed forms."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import train_step
+
+
+def test_cpu_flops_of_a_matmul_is_2mnk():
+  m, k, n = 8, 16, 4
+  x = jnp.ones((m, k))
+  w = {"w": jnp.ones((k, n))}
+  flops = train_step.cpu_flops(lambda x, p: x @ p["w"], x, w)
+  assert flops == 2 * m * k * n
+
+
+def test_cpu_flops_matches_the_compiled_count_on_cpu():
+  x = jnp.ones((2, 12, 12, 3))
+  kern = jnp.ones((3, 3, 3, 5))
+  conv = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  compiled = train_step._flops(jax.jit(conv).lower(x, kern).compile().cost_analysis())  # pylint: disable=protected-access
+  # 2 · (output pixels) · (kernel taps) · out channels.
+  assert compiled == 2 * 2 * 10 * 10 * (3 * 3 * 3) * 5
+  assert train_step.cpu_flops(conv, x, kern) == compiled
+
+
+def test_peak_table_lookup():
+  assert train_step.peak_flops("NVIDIA H200") == 989e12
+  assert train_step.peak_flops("cpu") is None
