@@ -6,8 +6,8 @@ r"""Partial-label segmentation comparison: losses × architectures (× label-dro
   python -m launch.seg_summary --config=configs/seg_partial.py:dropout --workdir=/tmp/seg_drop \
       --losses=acce,marginal,abce --dropout_ps=0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1
 
-Each run is `training.loop.train_and_evaluate` of the config with config.model.arch and
-config.loss.name set, in WORKDIR/<arch>-<loss>[-p<p>]; a run whose metrics.json exists
+Each run is `training.loop.train_and_evaluate` of the config with config.model.arch (and
+that architecture's config.arch_optim) and config.loss.name set, in WORKDIR/<arch>-<loss>[-p<p>]; a run whose metrics.json exists
 is reused (re-running resumes the table). 'full_labels' is the fully labelled benchmark:
 CCE with nothing withheld (config.data.withheld = {}). Any --config.x=y override applies
 to every run.
@@ -49,8 +49,10 @@ BENCHMARK = "full_labels"
 
 
 def run_config(base, arch: str, loss: str, p: float | None):
-  c = copy.deepcopy(base)
-  c.model.arch = arch
+  """The config of one run: `arch` with its optimiser defaults
+  (`configs.seg_partial.set_arch`), `loss`, and label-dropout p if given."""
+  from configs import seg_partial
+  c = seg_partial.set_arch(copy.deepcopy(base), arch)
   if loss == BENCHMARK:
     c.loss.name = "cce"
     c.loss.label_dropout = 0.0

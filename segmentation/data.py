@@ -9,7 +9,8 @@
   images) or 'balanced' (a source uniformly, then an image of it).
 * `augment`: on-the-fly augmentation in JAX, per image (vmap): scaling and rotation
   about the centre (bilinear image, nearest labels), Gaussian blur, brightness and
-  contrast (§4.4).
+  contrast (§4.4), and optionally a gamma curve u ↦ u^γ, log γ ~ U(±log(1 + gamma))
+  (nnU-Net's intensity augmentation; cfg 'gamma', 0 = off).
 """
 from __future__ import annotations
 
@@ -137,6 +138,10 @@ def augment_one(rng, image, label, cfg):
   sigma = jax.random.uniform(ks[2], (), minval=0.0, maxval=cfg["blur_sigma"])
   blurred = _blur(image, sigma)
   image = jnp.where(jax.random.bernoulli(ks[3], cfg["blur_prob"]), blurred, image)
+  g = float(cfg.get("gamma", 0.0))
+  if g > 0:            # its own key (fold_in), so the other draws do not depend on it
+    log_gamma = jax.random.uniform(jax.random.fold_in(rng, 7), (), minval=-1, maxval=1)
+    image = jnp.maximum(image, 0.0)**jnp.exp(log_gamma * jnp.log1p(g))
   bright = jax.random.uniform(ks[4], (), minval=-1, maxval=1) * cfg["brightness"]
   contrast = 1.0 + jax.random.uniform(ks[5], (), minval=-1, maxval=1) * cfg["contrast"]
   mean = jnp.mean(image)

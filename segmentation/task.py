@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -73,6 +74,12 @@ class SegmentationTask:
                       else labels_lib.partially_labelled(self.train_sets[tr]))
     self.droppable[0] = False
     self.model = models.build_model(config.model)
+    arch_optim = dict(config.get("arch_optim", {}).get(config.model.arch, {}))
+    differ = {k: v for k, v in arch_optim.items() if config.optim.get(k) != v}
+    if differ:
+      logging.warning("config.optim differs from config.arch_optim.%s %s (Swin-UNet diverges at "
+                      "the U-Net's rate): choose the architecture by the config variant",
+                      config.model.arch, differ)
     self.loss_cfg = config.loss
     # 'pseudo' trains the student with CCE on the completed labels.
     self.train_loss_cfg = (ml_collections.ConfigDict(dict(config.loss.to_dict(), name="cce"))

@@ -93,6 +93,16 @@ def test_augment_identity_and_label_values():
   x, y = data_lib.augment(jax.random.key(1), img, lab, on)
   assert set(np.unique(np.asarray(y))) <= {0, 1, 2, 3}    # nearest: no mixed labels
   assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+  # Gamma alone: x = img^γ with one γ per image, 1/1.5 ≤ γ ≤ 1.5, and distinct images' γ differ.
+  gam = dict(off, gamma=0.5)
+  img_in = jnp.clip(img, 0.05, 0.95)
+  x, y = data_lib.augment(jax.random.key(2), img_in, lab, gam)
+  np.testing.assert_array_equal(y, lab)
+  ratio = np.log(np.asarray(x, np.float64)) / np.log(np.asarray(img_in, np.float64))
+  gammas = ratio.reshape(2, -1).mean(1)
+  np.testing.assert_allclose(ratio, gammas[:, None, None] * np.ones_like(ratio), rtol=1e-4)
+  assert np.all((gammas >= 1 / 1.5 - 1e-6) & (gammas <= 1.5 + 1e-6))
+  assert abs(gammas[0] - gammas[1]) > 1e-4
   # A 90° rotation of a centred grid permutes the pixels exactly (clockwise here).
   coords = data_lib._affine_coords(5, 5, 1.0, jnp.pi / 2)
   rot = jax.scipy.ndimage.map_coordinates(jnp.arange(25.0).reshape(5, 5), list(coords), order=0)

@@ -23,6 +23,14 @@ def test_config_variants():
   assert seg_partial.get_config("dropout").loss.label_dropout == 0.4
   with pytest.raises(ValueError, match="one scenario"):
     seg_partial.get_config("inter,intra")
+  with pytest.raises(ValueError, match="one architecture"):
+    seg_partial.get_config("swin_unet,attention_unet")
+  # Swin-UNet's own optimiser defaults (published SGD rate, clipping); the U-Net's stay.
+  swin = seg_partial.get_config("inter,swin_unet")
+  assert swin.model.arch == "swin_unet" and swin.optim.lr == 0.01 and swin.optim.grad_clip == 1.0
+  unet = seg_partial.get_config("inter")
+  assert unet.model.arch == "unet" and unet.optim.lr == 0.05 and unet.optim.grad_clip == 0.0
+  assert seg_partial.get_config("attention_unet").optim.lr == unet.optim.lr
   with pytest.raises(ValueError, match="unknown variant"):
     seg_partial.get_config("big")
 
@@ -72,4 +80,6 @@ def test_summary_rows_and_table():
   assert "| unet | marginal |  | 0.600 | 0.900 | 0.800 | 0.700 | 3.00 |" in table
   bench = seg_summary.run_config(c, "swin_unet", "full_labels", None)
   assert bench.loss.name == "cce" and dict(bench.data.withheld) == {}
+  assert bench.model.arch == "swin_unet" and bench.optim.lr == 0.01 and bench.optim.grad_clip == 1.0
   assert c.data.withheld["unity"] == ("la",)                 # the base config is untouched
+  assert c.model.arch == "unet" and c.optim.lr == 0.05
