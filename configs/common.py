@@ -35,7 +35,9 @@ def mcsdr_model() -> ml_collections.ConfigDict:
 
   kind: 'mcsdr' (diffusion, the paper) or 'deterministic' (Table IV baseline).
   encoder: 'frames' (per-frame 2D CNN + temporal convs, CPU), 'small' (tubelet 3D CNN)
-    or 'r2plus1d' (R(2+1)D-18, accelerators), with encoder_kwargs; features: its width.
+    or 'r2plus1d' (R(2+1)D-18, accelerators), with encoder_kwargs (for 'frames': widths,
+    temporal, norm 'frame'/'clip', motion: frame − clip mean as extra input channels);
+    features: its width.
   predictor: 'mcsn' (cross-attention, Fig. 4), 'mlp' or 'transformer_decoder' (Table V);
     hidden, heads, num_layers (0 = the predictor's default), mlp_ratio, time_dim.
   conditioning: 'tokens' (video tokens pooled to video_grid + one token per attribute)
@@ -51,7 +53,7 @@ def mcsdr_model() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       kind="mcsdr", encoder="frames",
       encoder_kwargs=ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), temporal=1,
-                                                    norm="frame")),
+                                                    norm="frame", motion=True)),
       features=64, predictor="mcsn", hidden=128, heads=4, num_layers=0, mlp_ratio=4,
       time_dim=64, conditioning="tokens", video_grid=(4, 4, 4), use_attributes=True,
       attr_features=32, attr_dropout=0.1, pretrained="", dtype="float32", eps_skip=True))
@@ -83,9 +85,13 @@ def diffusion() -> ml_collections.ConfigDict:
 def sampling() -> ml_collections.ConfigDict:
   """Posterior sampling at evaluation: K = num_samples (val_num_samples during training),
   sampler 'ddim' (steps τ, eta η, spacing 'trailing' = published code, or 'leading'),
-  'ddpm' or 'pf_ode'."""
+  'ddpm' or 'pf_ode'. spread_calibration 'val': the final evaluation widens or narrows
+  every posterior about its mean by one factor fitted on the validation split by CRPS
+  (σ-scaling; metrics.json keeps the raw posterior's scores as raw_*, the factor as
+  spread_scale; val's own scores are then in-sample); 'none': the raw posterior (paper)."""
   return ml_collections.ConfigDict(dict(num_samples=40, val_num_samples=10, sampler="ddim",
-                                        steps=10, eta=0.0, spacing="trailing"))
+                                        steps=10, eta=0.0, spacing="trailing",
+                                        spread_calibration="val"))
 
 
 def parse_variant(arg: str | None, config_file: str, sizes=("smoke", "full"),

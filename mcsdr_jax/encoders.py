@@ -60,12 +60,16 @@ class FrameEncoder(nn.Module):
   which removes much of a per-frame quantity such as cavity area. The pooled feature
   concatenates the mean, max and min over time of the per-frame spatial means, so a
   per-frame quantity such as cavity area can enter as its range over the cycle (as EF
-  does). `return_tokens=True` also returns the map (B, T, H', W', features).
+  does). `motion=True` adds, per frame, its difference from the clip's temporal mean as
+  input channels: static tissue cancels and the moving walls stand out, so each frame's
+  2D CNN sees the motion it would otherwise have to infer across frames.
+  `return_tokens=True` also returns the map (B, T, H', W', features).
   """
   widths: Sequence[int] = (16, 32, 64, 64)
   features: int = 64
   temporal: int = 1
   norm: str = "frame"
+  motion: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -73,6 +77,8 @@ class FrameEncoder(nn.Module):
     if self.norm not in ("clip", "frame"):
       raise ValueError(f"config.model.encoder_kwargs.norm must be 'clip' or 'frame', "
                        f"got {self.norm!r}")
+    if self.motion:
+      video = jnp.concatenate([video, video - jnp.mean(video, axis=1, keepdims=True)], -1)
     b, t, h, w, c = video.shape
     x = video.astype(self.dtype).reshape(b * t, h, w, c)
     for i, width in enumerate(self.widths):

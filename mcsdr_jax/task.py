@@ -10,6 +10,7 @@ config.model.kind: 'mcsdr' (ε-loss Eq. 6, K posterior samples per case) or
 """
 from __future__ import annotations
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +29,9 @@ from mcsdr_jax import reports
 
 MODEL_KEYS = ("video", "attr_cont", "attr_cont_missing", "attr_cat")
 KINDS = ("mcsdr", "deterministic")
+SPREAD_CALIBRATIONS = ("val", "none")
+RAW_KEYS = ("crps", "crps_all_pairs", "coverage50", "coverage90", "sigma_mean",
+            "sigma_error_spearman", "pit_hist")
 
 
 def attribute_spec(data_cfg) -> attributes_lib.AttributeSpec:
@@ -173,6 +177,11 @@ class EFRegressionTask(EFData):
     if self.kind == "mcsdr" and min(s.num_samples, s.val_num_samples) < 2:
       raise ValueError("config.sampling.num_samples and val_num_samples must be ≥ 2 "
                        f"(a posterior needs spread), got {s.num_samples}, {s.val_num_samples}")
+    calibration = s.get("spread_calibration", "none")
+    if calibration not in SPREAD_CALIBRATIONS:
+      raise ValueError(f"config.sampling.spread_calibration: {calibration!r} is not one of "
+                       f"{SPREAD_CALIBRATIONS}")
+    self._scale_cache = None
     self._samplers = {}
     self._predict = jax.jit(lambda p, b: self.model.apply(p, b, train=False))
     self.adacon = adacon_config(config.model)
@@ -285,6 +294,12 @@ class EFRegressionTask(EFData):
                                           trajectory=final and self.kind == "mcsdr")
     if self.kind == "mcsdr":
       metrics = probabilistic.probabilistic_metrics(labels, samples)
+      scale = self._spread_scale(params, rng, split, samples, labels) if final else None
+      if scale is not None:   # σ-scaled posterior; the raw one's scores kept as raw_*
+        raw = metrics
+        samples = probabilistic.scale_spread(samples, scale)
+        metrics = probabilistic.probabilistic_metrics(labels, samples)
+        metrics.update({f"raw_{key}": raw[key] for key in RAW_KEYS}, spread_scale=scale)
     else:
       metrics = regression.regression_metrics(labels, np.clip(samples[:, 0], 0.0, 100.0))
     metrics["mean_predictor_mae"] = float(np.mean(np.abs(labels - self.ef_mean)))
@@ -294,6 +309,22 @@ class EFRegressionTask(EFData):
       metrics.update(reports.write_report(workdir, split, labels, samples, trajs, keys, info,
                                           ts=self._trajectory_ts(), title=self._title(split)))
     return metrics
+
+  def _spread_scale(self, params, rng, split, samples, labels):
+    """config.sampling.spread_calibration 'val': the σ-scaling factor fitted on the
+    validation posterior by CRPS (evaluation.probabilistic.fit_spread_scale), one per
+    params; 'none': None (the raw posterior, as the paper)."""
+    if self.config.sampling.get("spread_calibration", "none") == "none":
+      return None
+    if self._scale_cache is not None and self._scale_cache[0] is params:
+      return self._scale_cache[1]
+    if split != "val":
+      samples, labels, _ = self.predict(params, "val", rng,
+                                        num_samples=self.config.sampling.num_samples)
+    scale = probabilistic.fit_spread_scale(labels, samples)
+    logging.info("posterior spread scale fitted on val (CRPS): %.3f", scale)
+    self._scale_cache = (params, scale)
+    return scale
 
   def _trajectory_ts(self):
     if self.kind != "mcsdr":

@@ -131,8 +131,16 @@ def test_restored_checkpoint_reproduces_the_training_metrics(trained, study):
   samples, labels, _ = task.predict(params, "test", jax.random.key(config.seed + 1),
                                     num_samples=k, trajectory=True)
   ref = _brute_force(samples, labels)
-  for name in ("mae", "rmse", "crps"):
+  for name in ("mae", "rmse"):
     np.testing.assert_allclose(final[f"test/{name}"], ref[name], rtol=1e-6, err_msg=name)
+  np.testing.assert_allclose(final["test/raw_crps"], ref["crps"], rtol=1e-6)
+  # The reported posterior is σ-scaled about each case's mean by the factor fitted on val.
+  s = final["test/spread_scale"]
+  assert s == final["val/spread_scale"] and 0.25 <= s <= 4.0
+  mean = samples.mean(1, keepdims=True)
+  scaled = _brute_force(mean + s * (samples - mean), labels)
+  np.testing.assert_allclose(final["test/crps"], scaled["crps"], rtol=1e-6)
+  np.testing.assert_allclose(final["test/mae"], scaled["mae"], rtol=1e-6)
 
 
 def test_checkpoint_of_another_config_names_the_field(trained):

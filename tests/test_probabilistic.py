@@ -102,6 +102,28 @@ def test_coverage_and_pit_of_calibrated_and_overconfident_samples():
   assert narrow_pit[0] + narrow_pit[-1] > 3 * (counts[0] + counts[-1]) / 2  # U-shaped
 
 
+@pytest.mark.parametrize("spread", [0.5, 1.0, 2.0])
+def test_spread_scale_recovers_the_true_width(spread):
+  # The CRPS is proper: it is minimised by the true predictive width, so samples drawn
+  # `spread` times too wide are scaled back by ≈ 1/spread (K = 200: sample-mean error
+  # adds a factor √(1 + 1/K) ≈ 1.0025).
+  x, y = _true_predictive(np.random.default_rng(11), 6000, 200, spread=spread)
+  s = pr.fit_spread_scale(y, x)
+  assert s == pytest.approx(1.0 / spread, rel=0.05)
+  scaled = pr.scale_spread(x, s)
+  np.testing.assert_allclose(scaled.mean(1), x.mean(1), atol=1e-9)
+  np.testing.assert_allclose(scaled.std(1), s * x.std(1), rtol=1e-9)
+  assert pr.interval_coverage(scaled, y, 0.9) == pytest.approx(0.9, abs=0.02)
+
+
+def test_spread_scale_objective_is_the_fair_crps():
+  rng = np.random.default_rng(5)
+  x, y = rng.normal(0, 1, (30, 7)), rng.normal(0, 1.5, 30)
+  grid_best = min(np.exp(np.linspace(np.log(0.25), np.log(4.0), 161)),
+                  key=lambda g: np.mean(pr.crps_ensemble(pr.scale_spread(x, g), y)))
+  assert pr.fit_spread_scale(y, x) == pytest.approx(grid_best, rel=1e-12)
+
+
 def test_randomised_pit_is_uniform_with_discrete_ties():
   rng = np.random.default_rng(4)
   n, k = 20_000, 5

@@ -270,6 +270,9 @@ def test_demographics_carry_information_about_ef():
   dcm = lambda group: np.mean([s.subgroup == "dcm" for s in group])
   assert dcm(infants) > 2 * dcm(older)
   assert np.mean([s.true_ef for s in ped if s.subgroup == "dcm"]) < 45
+  # EF spread implied by the MCSDR paper's pediatric RMSE/√(1 − R²) ≈ 11.6.
+  ped_ef = np.array([s.true_ef for s in ped])
+  assert 10.5 < ped_ef.std() < 12.7 and 55 < ped_ef.mean() < 61
   # Body size grows with age and drives heart size and rate.
   ages = np.array([s.age for s in ped])
   assert np.corrcoef(ages, [s.bsa for s in ped])[0, 1] > 0.8
