@@ -32,3 +32,28 @@ def test_frame_norm_is_per_frame_and_clip_norm_shares_statistics():
 def test_unknown_norm_is_a_clear_error():
   with pytest.raises(ValueError, match="encoder_kwargs.norm"):
     _fmap("batch", jnp.zeros((1, 2, 8, 8, 1)))
+
+
+def test_motion_channels_are_the_deviation_from_the_clip_mean():
+  rng = np.random.default_rng(1)
+  video = jnp.asarray(rng.random((2, 4, 16, 16, 1)), jnp.float32)
+  kw = dict(widths=(4, 8), features=8, temporal=1)
+  with_motion = encoders.FrameEncoder(motion=True, **kw)
+  plain = encoders.FrameEncoder(motion=False, **kw)
+  params = with_motion.init(jax.random.key(0), video)
+  kernel = params["params"]["conv0"]["kernel"]            # (5, 5, 2, 4): raw, deviation
+  assert kernel.shape[2] == 2
+  # A static clip has zero deviation: the motion encoder equals the plain one whose
+  # first kernel is the raw-channel slice.
+  static = jnp.repeat(video[:, :1], 4, axis=1)
+  sliced = jax.tree.map(lambda x: x, params)
+  sliced["params"]["conv0"]["kernel"] = kernel[:, :, :1]
+  np.testing.assert_allclose(with_motion.apply(params, static), plain.apply(sliced, static),
+                             rtol=1e-5, atol=1e-6)
+  # With the raw-channel kernel zeroed, a moving clip is seen only through x − mean_t x:
+  # adding the same image to every frame changes nothing.
+  dev_only = jax.tree.map(lambda x: x, params)
+  dev_only["params"]["conv0"]["kernel"] = kernel.at[:, :, 0].set(0.0)
+  offset = video + jnp.asarray(rng.random((1, 1, 16, 16, 1)), jnp.float32)
+  np.testing.assert_allclose(with_motion.apply(dev_only, offset),
+                             with_motion.apply(dev_only, video), rtol=1e-4, atol=1e-5)
