@@ -7,7 +7,8 @@ r"""Partial-label segmentation comparison: losses × architectures (× label-dro
       --losses=acce,marginal,abce --dropout_ps=0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1
 
 Each run is `training.loop.train_and_evaluate` of the config with config.model.arch (and
-that architecture's config.arch_optim) and config.loss.name set, in WORKDIR/<arch>-<loss>[-p<p>]; a run whose metrics.json exists
+that architecture's config.arch_optim) and config.loss.name (and that loss's
+config.loss_defaults, e.g. aBCE's Dice term) set, in WORKDIR/<arch>-<loss>[-p<p>]; a run whose metrics.json exists
 is reused (re-running resumes the table). 'full_labels' is the fully labelled benchmark:
 CCE with nothing withheld (config.data.withheld = {}). Any --config.x=y override applies
 to every run.
@@ -50,7 +51,8 @@ BENCHMARK = "full_labels"
 
 def run_config(base, arch: str, loss: str, p: float | None):
   """The config of one run: `arch` with its optimiser defaults
-  (`configs.seg_partial.set_arch`), `loss`, and label-dropout p if given."""
+  (`configs.seg_partial.set_arch`), `loss` with its config.loss_defaults entries, and
+  label-dropout p if given."""
   from configs import seg_partial
   c = seg_partial.set_arch(copy.deepcopy(base), arch)
   if loss == BENCHMARK:
@@ -60,6 +62,8 @@ def run_config(base, arch: str, loss: str, p: float | None):
     c.data.withheld_fraction = {}
     return c
   c.loss.name = loss
+  for k, v in dict(c.get("loss_defaults", {}).get(loss, {})).items():
+    c.loss[k] = v
   if p is not None:
     c.loss.label_dropout = float(p)
   return c

@@ -25,9 +25,10 @@ def test_config_variants():
     seg_partial.get_config("inter,intra")
   with pytest.raises(ValueError, match="one architecture"):
     seg_partial.get_config("swin_unet,attention_unet")
-  # Swin-UNet's own optimiser defaults (published SGD rate, clipping); the U-Net's stay.
+  # Swin-UNet's own optimiser defaults (AdamW, clipping); the U-Net's stay.
   swin = seg_partial.get_config("inter,swin_unet")
-  assert swin.model.arch == "swin_unet" and swin.optim.lr == 0.01 and swin.optim.grad_clip == 1.0
+  assert swin.model.arch == "swin_unet" and swin.optim.name == "adamw"
+  assert swin.optim.lr == 1e-3 and swin.optim.grad_clip == 1.0
   unet = seg_partial.get_config("inter")
   assert unet.model.arch == "unet" and unet.optim.lr == 0.05 and unet.optim.grad_clip == 0.0
   assert seg_partial.get_config("attention_unet").optim.lr == unet.optim.lr
@@ -80,6 +81,10 @@ def test_summary_rows_and_table():
   assert "| unet | marginal |  | 0.600 | 0.900 | 0.800 | 0.700 | 3.00 |" in table
   bench = seg_summary.run_config(c, "swin_unet", "full_labels", None)
   assert bench.loss.name == "cce" and dict(bench.data.withheld) == {}
-  assert bench.model.arch == "swin_unet" and bench.optim.lr == 0.01 and bench.optim.grad_clip == 1.0
+  assert bench.model.arch == "swin_unet" and bench.optim.lr == 1e-3 and bench.optim.grad_clip == 1.0
   assert c.data.withheld["unity"] == ("la",)                 # the base config is untouched
-  assert c.model.arch == "unet" and c.optim.lr == 0.05
+  assert c.model.arch == "unet" and c.optim.lr == 0.05 and c.optim.name == "sgd"
+  # aBCE runs get config.loss_defaults.abce (the Dice term); other losses keep theirs.
+  assert seg_summary.run_config(c, "unet", "abce", None).loss.dice_weight == 1.0
+  assert seg_summary.run_config(c, "unet", "marginal", None).loss.dice_weight == 0.0
+  assert c.loss.dice_weight == 0.0
