@@ -64,7 +64,7 @@ def get_config(arg: str | None = None):
   c.model = ml_collections.ConfigDict(dict(
       encoder="frames",
       encoder_kwargs=ml_collections.ConfigDict(dict(widths=(16, 32, 64, 64), temporal=1,
-                                                    motion=False)),
+                                                    motion=True)),   # + frame − clip mean
       features=64, proj_hidden=64, proj_features=128, dtype="float32", pretrained=""))
   c.adacon = adacon()
   c.optim.lr = 1e-3
