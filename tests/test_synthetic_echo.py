@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import hashlib
 import re
 import threading
@@ -191,11 +192,19 @@ def test_ef_from_tracings_equals_true_ef(cohorts, kind):
     edv, esv = frames[ed][3], frames[es][3]
     # Chords are exact; contours are polygons of the same affinely scaled shape,
     # whose inscribed-polygon error cancels in the ratio. Tolerance: 0.01 EF points.
-    assert abs(V.ejection_fraction(edv, esv) - float(t["TrueEF"])) < 0.01, name
+    # Tracings give the single-plane EF; adults have no out-of-plane term (ρ = 1).
+    plane_ef = float(t["PlaneEF"])
+    assert abs(V.ejection_fraction(edv, esv) - plane_ef) < 0.01, name
     spacing = float(t["PixelSpacing"])
     tol = 1e-5 if kind == "dyn" else 5e-3        # polygon vs exact ellipse for contours
     assert edv * spacing**3 == pytest.approx(float(t["TrueEDV"]), rel=tol)
-    assert esv * spacing**3 == pytest.approx(float(t["TrueESV"]), rel=tol)
+    assert esv * spacing**3 == pytest.approx(float(t["TrueEDV"]) * (1 - plane_ef / 100), rel=tol)
+    assert float(t["TrueEF"]) == pytest.approx(
+        100 * (1 - float(t["TrueESV"]) / float(t["TrueEDV"])), abs=1e-4)
+    if kind == "dyn":
+      assert float(t["TrueEF"]) == pytest.approx(plane_ef, abs=1e-4)
+    else:   # Echo-4: the A4C plane under-reads infants' function (ρ = 1 + 0.5·e^(−age/2)).
+      assert float(t["TrueEF"]) >= plane_ef - 1e-4
 
 
 @pytest.mark.parametrize("kind", ["ped", "dyn"])
@@ -209,7 +218,7 @@ def test_ef_from_rasterised_masks_agrees(cohorts, kind):
       vols = {f: V.discs_volume_from_mask(rasterise(poly, (112, 112)), apex, base)
               for f, (poly, apex, base, _) in frames.items()}
       errors[rule].append(V.ejection_fraction(vols[int(t["EDFrame"])], vols[int(t["ESFrame"])])
-                          - float(t["TrueEF"]))
+                          - float(t["PlaneEF"]))
   exact, rounded = np.abs(errors["exact"]), np.abs(errors["echonet"])
   # Pixel masks at 112 x 112 (LV ≈ 20-35 px wide): < 2.5 points each, < 1 on average.
   assert exact.max() < 2.5 and exact.mean() < 1.0, exact
@@ -277,6 +286,9 @@ def test_demographics_carry_information_about_ef():
   ages = np.array([s.age for s in ped])
   assert np.corrcoef(ages, [s.bsa for s in ped])[0, 1] > 0.8
   assert np.corrcoef(ages, [s.heart_rate for s in ped])[0, 1] < -0.5
+  # Echo-4: age tells how far the A4C plane under-reads EF (information the clip lacks).
+  gap = np.array([_plane_ef_gap(s) for s in ped])
+  assert 4.5 < gap[ages < 1].mean() < 7.0 and gap[ages > 5].max() < 1.0 and gap.min() >= -1e-9
   adults = [echo.adult_subject(np.random.default_rng([0, 1, i])) for i in range(3000)]
   ef = np.array([s.true_ef for s in adults])
   assert 53 < ef.mean() < 59 and 10 < ef.std() < 15 and ef.min() < 15 and ef.max() > 80
@@ -371,6 +383,31 @@ def test_registry_and_bad_names(tmp_path):
   with pytest.raises(FileExistsError, match="already holds"):
     echo.write_echonet_dynamic(tmp_path, 1, 0, workers=1)
   assert echo.write_echonet_dynamic(tmp_path, 1, 0, workers=1, overwrite=True) == 1
+
+
+def _plane_ef_gap(subject, seed=0):
+  heart, _ = echo.make_heart_and_acquisition(subject, np.random.default_rng(seed), size=112,
+                                             fps_choices=(50,), fps_probs=(1.0,))
+  plane = V.ejection_fraction(echo.lv_volume_px(heart, 0.0), echo.lv_volume_px(heart, 1.0))
+  return subject.true_ef - plane
+
+
+def test_out_of_plane_volume_matches_elliptic_discs():
+  """True volume = Σ π/4·d_sl·d_ai·h with d_ai shortening ρ times faster (brute force)."""
+  subject = dataclasses.replace(echo.pediatric_subject(np.random.default_rng([3, 2, 1])),
+                                age=0.3, out_of_plane=echo.out_of_plane(0.3))
+  heart, _ = echo.make_heart_and_acquisition(subject, np.random.default_rng(5), size=112,
+                                             fps_choices=(50,), fps_probs=(1.0,))
+  assert heart.rho == pytest.approx(1 + 0.5 * np.exp(-0.15))
+  for c in (0.0, 0.4, 1.0):
+    _, w, big_l = echo.lv_half_widths(heart, c)
+    d_sl = 2 * w
+    d_ai = d_sl / (1 - heart.f_rad * c) * (1 - heart.rho * heart.f_rad * c)
+    brute = float(np.sum(np.pi / 4 * d_sl * d_ai) * big_l / len(w))
+    assert echo.lv_true_volume_px(heart, c) == pytest.approx(brute, rel=1e-10)
+  ef = V.ejection_fraction(echo.lv_true_volume_px(heart, 0.0), echo.lv_true_volume_px(heart, 1.0))
+  assert ef == pytest.approx(subject.true_ef, abs=1e-9)
+  assert 0 < heart.rho * heart.f_rad < 1
 
 
 def test_affine_contraction_gives_the_target_ef():
