@@ -44,6 +44,8 @@ def mcsdr_model() -> ml_collections.ConfigDict:
     or 'paper_code' (the published single-token context; attention is inert).
   use_attributes: False = vision only (attributes ignored; the paper's ablation).
   attr_features, attr_dropout: attribute encoder width, train-time dropout probability.
+  attr_in_summary: the summary token (read by the auxiliary EF head) also sees the
+    attribute embeddings (True), or the pooled video feature only (False).
   pretrained: a workdir whose best checkpoint initialises the video encoder (trained
     then at config.optim.encoder_lr_mult × the learning rate).
   dtype: computation dtype of the encoder ('bfloat16' on accelerators).
@@ -56,7 +58,7 @@ def mcsdr_model() -> ml_collections.ConfigDict:
                                                     norm="frame", motion=True)),
       features=64, predictor="mcsn", hidden=128, heads=4, num_layers=0, mlp_ratio=4,
       time_dim=64, conditioning="tokens", video_grid=(4, 4, 4), use_attributes=True,
-      attr_features=32, attr_dropout=0.1, pretrained="", dtype="float32", eps_skip=True))
+      attr_features=32, attr_dropout=0.1, attr_in_summary=True, pretrained="", dtype="float32", eps_skip=True))
 
 
 def r2plus1d_model(c: ml_collections.ConfigDict) -> None:

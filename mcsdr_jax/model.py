@@ -3,9 +3,13 @@ the deterministic baseline of Table IV (the same conditioning, an MSE head).
 
 `condition(batch)` runs the encoders once per case and returns the predictor's memory;
 `eps(memory, y_t, t)` is the cheap per-step call. Conditioning modes:
-  * 'tokens' (default): the context is a summary token (the encoder's pooled feature),
-    the video feature map pooled to `video_grid` = (t, h, w) tokens with learned position
-    embeddings, and one token per attribute, so cross-attention weighs the evidence.
+  * 'tokens' (default): the context is a summary token (the encoder's pooled feature,
+    fused with the attribute embeddings when `attr_in_summary`), the video feature map
+    pooled to `video_grid` = (t, h, w) tokens with learned position embeddings, and one
+    token per attribute, so cross-attention weighs the evidence. The auxiliary EF head
+    reads the summary token, so with `attr_in_summary` its supervision teaches the
+    fusion of video and attributes directly (the published concatenation, c = [video,
+    MLP(a)]); without it the attributes reach EF only through the diffusion loss.
   * 'paper_code': the published code's single token, concat(pooled video feature,
     MLP(attributes)); attention over one token is inert (see score_net.MCSN).
 `use_attributes=False` is the vision-only ablation (attribute inputs are ignored).
@@ -69,6 +73,7 @@ class Conditioner(nn.Module):
   use_attributes: bool = True
   conditioning: str = "tokens"
   video_grid: Sequence[int] = (4, 4, 4)
+  attr_in_summary: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -96,7 +101,10 @@ class Conditioner(nn.Module):
     video = video.reshape(video.shape[0], -1, video.shape[-1])
     video = nn.Dense(self.hidden, name="video_tokens")(video)
     video = video + self.param("video_pos", nn.initializers.normal(0.02), video.shape[1:])
-    summary = nn.Dense(self.hidden, name="summary_token")(pooled)[:, None]
+    summary = pooled
+    if attrs is not None and self.attr_in_summary:
+      summary = jnp.concatenate([pooled, attrs.reshape(attrs.shape[0], -1)], axis=-1)
+    summary = nn.Dense(self.hidden, name="summary_token")(summary)[:, None]
     context = [summary, video]
     if attrs is not None:
       a = nn.Dense(self.hidden, name="attr_tokens")(attrs)

@@ -68,6 +68,7 @@ def build_model(mcfg, num_categories, diffusion_cfg=None):
               features=mcfg.features, hidden=mcfg.hidden, attr_features=mcfg.attr_features,
               attr_dropout=mcfg.attr_dropout, use_attributes=mcfg.use_attributes,
               conditioning=mcfg.conditioning, video_grid=tuple(mcfg.video_grid),
+              attr_in_summary=mcfg.get("attr_in_summary", True),
               dtype=jnp.dtype(mcfg.get("dtype", "float32")))
   if mcfg.kind == "deterministic":
     return model_lib.DeterministicRegressor(num_categories, conditioner_kwargs=cond,

@@ -28,10 +28,11 @@ def _batch(b=3, t=4, hw=16, n_cont=2, seed=0):
           "index": np.arange(b)}
 
 
-def _tiny_model(predictor="mcsn", conditioning="tokens", use_attributes=True):
+def _tiny_model(predictor="mcsn", conditioning="tokens", use_attributes=True,
+                attr_in_summary=True):
   cond = dict(encoder="small", encoder_kwargs=dict(widths=(4, 8), patch=(2, 4, 4)), features=8,
               hidden=16, attr_features=8, use_attributes=use_attributes,
-              conditioning=conditioning, video_grid=(2, 2, 2))
+              conditioning=conditioning, video_grid=(2, 2, 2), attr_in_summary=attr_in_summary)
   kw = dict(hidden=16, time_dim=8)
   if predictor != "mlp":
     kw["heads"] = 2
@@ -109,6 +110,23 @@ def test_predictors_shapes_and_attribute_ablation(predictor):
   e2 = vision.apply(vp, other, jnp.zeros(3), jnp.ones(3, jnp.int32))
   np.testing.assert_array_equal(np.asarray(e1), np.asarray(e2))
   assert "attributes" not in vp["params"]["conditioner"]
+
+
+@pytest.mark.parametrize("attr_in_summary", [True, False])
+def test_auxiliary_head_sees_attributes_only_through_the_summary(attr_in_summary):
+  """The auxiliary EF head reads the summary token: attributes move it iff they are
+  fused into that token (model.attr_in_summary)."""
+  batch = _batch()
+  model = _tiny_model(attr_in_summary=attr_in_summary)
+  params = _init(model, batch)
+  other = dict(batch, attr_cont=batch["attr_cont"] + 5.0, attr_cat=1 - batch["attr_cat"])
+  aux = [np.asarray(model.apply(params, {k: b[k] for k in task_lib.MODEL_KEYS},
+                                method=model.condition_and_aux)[1]) for b in (batch, other)]
+  assert np.all(np.isfinite(aux[0]))
+  changed = np.abs(aux[0] - aux[1]).max() > 1e-4
+  assert changed == attr_in_summary
+  width = params["params"]["conditioner"]["summary_token"]["kernel"].shape[0]
+  assert width == 8 + (2 + 1) * 8 * attr_in_summary   # pooled video + 3 attribute tokens
 
 
 def test_vmapped_posterior_equals_loop_and_ignores_batch_composition():
