@@ -7,7 +7,7 @@ cohort by default).
   python -m launch.train --config=configs/pediatric.py:full \\
       --config.data.root=/data/pediatric_echo_avi --config.data.test_fold=3
 
-Variants (after the colon, comma-separated): '' (default, CPU-sized: 13.3 minutes
+Variants (after the colon, comma-separated): '' (default, CPU-sized: 12.4 minutes
 on 2 cores from a fresh clone), 'smoke' (a minute), 'full' (R(2+1)D-18 encoder, bfloat16, 50 epochs, for
 accelerators); 'vision' drops the attributes. The deterministic baseline of Table IV:
 --config.model.kind=deterministic.
@@ -54,7 +54,7 @@ def get_config(arg: str | None = None):
   c.sweep = common.sweep("val/mae", "min", params=(
       "optim.lr=loguniform(2e-4, 3e-3)", "diffusion.aux_weight=uniform(0.25, 4.0)",
       "model.attr_dropout=uniform(0.0, 0.3)", "optim.weight_decay=loguniform(1e-6, 1e-3)"))
-  c.num_steps = 2200          # ~9.5 min on 2 CPU cores (3.9 steps/s): the job fits 15 min.
+  c.num_steps = 2200          # ~8–9.5 min on 2 CPU cores (3.9–4.5 steps/s): the job fits 15 min.
   c.eval_every = 700
   c.checkpoint.save_every = 700
 
