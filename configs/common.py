@@ -58,7 +58,8 @@ def mcsdr_model() -> ml_collections.ConfigDict:
                                                     norm="frame", motion=True)),
       features=64, predictor="mcsn", hidden=128, heads=4, num_layers=0, mlp_ratio=4,
       time_dim=64, conditioning="tokens", video_grid=(4, 4, 4), use_attributes=True,
-      attr_features=32, attr_dropout=0.1, attr_in_summary=True, pretrained="", dtype="float32", eps_skip=True))
+      attr_features=32, attr_dropout=0.1, attr_in_summary=True, pretrained="", dtype="float32",
+      eps_skip=True))
 
 
 def r2plus1d_model(c: ml_collections.ConfigDict) -> None:

@@ -27,8 +27,8 @@ for adults. Motivation: in infancy the right ventricle is still pressure-loaded 
 fetal RV dominance regresses over the first years), which limits septal–lateral
 excursion relative to anterior–inferior, so the A4C plane under-reads global
 function: PlaneEF is ≈ 5.7 points below TrueEF before age 1, 3.2 at 1–3 y, 0.1
-after 5 y. The clinical label (EchoNet-Pediatric uses the 5/6 area–length method
-with the short-axis area) sees both diameters. This is the cohort's device by which
+after 5 y. A clinical label measured with the short-axis area (e.g. the 5/6
+area–length method of pediatric labs) sees both diameters; the label here is TrueEF. This is the cohort's device by which
 age carries information that the clip lacks, as the MCSDR paper finds demographics
 do on real data (R² 0.74 → 0.77, Table II); its size is our choice, not a
 measurement.
@@ -418,7 +418,7 @@ def make_heart_and_acquisition(subject: Subject, rng: np.random.Generator, *, si
   f_long = min(0.17 * ef / 62.0 * rng.uniform(0.8, 1.2), 0.6 * ef / 100.0)
   ratio = (1.0 - ef / 100.0) / (1.0 - f_long)
   rho = subject.out_of_plane
-  if rho == 1.0:
+  if rho == 1.0:   # The closed form: adult cohorts stay bit-identical to echo-3.
     f_rad = 1.0 - math.sqrt(ratio)
   else:
     f_rad = ((1.0 + rho) - math.sqrt((1.0 + rho)**2 - 4.0 * rho * (1.0 - ratio))) / (2.0 * rho)
