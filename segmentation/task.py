@@ -80,6 +80,11 @@ class SegmentationTask:
       logging.warning("config.optim differs from config.arch_optim.%s %s (Swin-UNet diverges at "
                       "the U-Net's rate): choose the architecture by the config variant",
                       config.model.arch, differ)
+    loss_defaults = dict(config.get("loss_defaults", {}).get(config.loss.name, {}))
+    differ = {k: v for k, v in loss_defaults.items() if config.loss.get(k) != v}
+    if differ:
+      logging.warning("config.loss differs from config.loss_defaults.%s %s (launch.seg_summary "
+                      "applies them; pass them to match its runs)", config.loss.name, differ)
     self.loss_cfg = config.loss
     # 'pseudo' trains the student with CCE on the completed labels.
     self.train_loss_cfg = (ml_collections.ConfigDict(dict(config.loss.to_dict(), name="cce"))

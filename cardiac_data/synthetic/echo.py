@@ -28,10 +28,10 @@ fetal RV dominance regresses over the first years), which limits septal–latera
 excursion relative to anterior–inferior, so the A4C plane under-reads global
 function: PlaneEF is ≈ 5.7 points below TrueEF before age 1, 3.2 at 1–3 y, 0.1
 after 5 y. A clinical label measured with the short-axis area (e.g. the 5/6
-area–length method of pediatric labs) sees both diameters; the label here is TrueEF. This is the cohort's device by which
-age carries information that the clip lacks, as the MCSDR paper finds demographics
-do on real data (R² 0.74 → 0.77, Table II); its size is our choice, not a
-measurement.
+area–length method of pediatric labs) sees both diameters; the label here is
+TrueEF. This is the cohort's device by which age carries information that the clip
+lacks, as the MCSDR paper finds demographics do on real data (R² 0.74 → 0.77, Table
+II); its size is our choice, not a measurement.
 
 Ultrasound look: sector mask, speckle (Rayleigh-like amplitude; tissue-locked: the
 pattern moves with the LV and its walls, with a small per-frame decorrelation, see
@@ -345,10 +345,7 @@ def lv_volume_px(heart: Heart, c: float) -> float:
 def lv_true_volume_px(heart: Heart, c: float) -> float:
   """True LV volume (pixel³): discs with the out-of-plane diameter shortening by
   ρ·f_r·c instead of f_r·c (module docstring); equals `lv_volume_px` when ρ = 1."""
-  plane = lv_volume_px(heart, c)
-  if heart.rho == 1.0:
-    return plane
-  return plane * (1.0 - heart.rho * heart.f_rad * c) / (1.0 - heart.f_rad * c)
+  return lv_volume_px(heart, c) * (1.0 - heart.rho * heart.f_rad * c) / (1.0 - heart.f_rad * c)
 
 
 def _unit_disc_volume(sphericity: float, tau: float) -> float:
@@ -805,12 +802,8 @@ def _truth_row(name, subject, heart, acq, label, sd, edv_ml, esv_ml, patient_id)
           subject.subgroup, _fmt(acq.spacing, 6), _fmt(acq.spacing * acq.sector_radius, 2),
           _fmt(subject.age, 3), subject.sex, _fmt(subject.weight, 2), _fmt(subject.height, 2),
           _fmt(subject.bsa, 4), patient_id, int(acq.dropout), int(acq.shadow),
-          _fmt(_plane_ef(heart), 6)]
-
-
-def _plane_ef(heart: Heart) -> float:
-  ed, es = lv_volume_px(heart, 0.0), lv_volume_px(heart, 1.0)
-  return 100.0 * (ed - es) / ed
+          _fmt(float(volumes.ejection_fraction(lv_volume_px(heart, 0.0),
+                                               lv_volume_px(heart, 1.0))), 6)]
 
 
 def _volumes_ml(heart: Heart, acq: Acquisition) -> tuple[float, float]:
