@@ -16,9 +16,10 @@ from cardiac_data import camus
 from cardiac_data import clips
 from cardiac_data import synthetic
 from cardiac_data import volumes as V
+from cardiac_data.synthetic import anatomy
 from cardiac_data.synthetic import cache
 from cardiac_data.synthetic import camus_writer as cw
-from cardiac_data.synthetic import echo
+from cardiac_data.synthetic import subjects
 
 NUM = 6
 SEED = 4
@@ -220,7 +221,7 @@ def test_ground_truth_is_consistent(cohort):
     assert esv / edv == pytest.approx((1 - f_l) * (1 - f_r)**2, abs=2e-4)
     worst = max((t[f"Quality{v}"] for v in cw.VIEWS), key=rank.get)
     assert t["Quality"] == worst.lower()
-    sd = echo.LABEL_NOISE_SD[t["Quality"]]
+    sd = subjects.LABEL_NOISE_SD[t["Quality"]]
     assert float(t["LabelNoiseSD"]) == sd
     assert abs(float(t["LabelEF"]) - float(t["TrueEF"])) < 4 * sd + 0.05
 
@@ -280,4 +281,20 @@ def test_polygon_centres_matches_skimage():
     rr, cc = draw.polygon(pts[:, 1], pts[:, 0], shape=(40, 40))
     want = np.zeros((40, 40), bool)
     want[rr, cc] = True
-    np.testing.assert_array_equal(cw.polygon_centres(pts, 40), want)
+    np.testing.assert_array_equal(anatomy.polygon_centres(pts, 40), want)
+
+
+def test_polygon_layer_indices_match_the_painted_fills():
+  """`anatomy`'s layer indices (used by the painters and the label maps) name the
+  fills of `polygons` in painter's order."""
+  rng = np.random.default_rng(1)
+  heart, acq = anatomy.make_heart_and_acquisition(subjects.adult_subject(rng), rng, size=64,
+                                                  fps_choices=(50,), fps_probs=(1.0,))
+  c, phase = anatomy.clip_contraction(acq)
+  fills, _, _ = anatomy.polygons(heart, c, phase, acq.systolic_fraction)
+  keys = [k for _, k in fills]
+  assert len(keys) == 9
+  assert [keys[j] for j in (anatomy.PERICARDIUM, anatomy.LA_WALL, anatomy.RA_WALL,
+                            anatomy.RV_WALL, anatomy.MYOCARDIUM)] == [
+      "pericardium", "atrial_wall", "atrial_wall", "rv_wall", "myocardium"]
+  assert all(keys[j] == "blood" for j in (anatomy.LA, anatomy.RA, anatomy.RV, anatomy.LV))

@@ -17,8 +17,11 @@ from cardiac_data import video as video_io
 from cardiac_data import tracings as T
 from cardiac_data import volumes as V
 from cardiac_data import synthetic
+from cardiac_data.synthetic import anatomy
 from cardiac_data.synthetic import cache
-from cardiac_data.synthetic import echo
+from cardiac_data.synthetic import echonet_writer
+from cardiac_data.synthetic import rendering
+from cardiac_data.synthetic import subjects
 
 NUM = 8          # subjects per test cohort
 SEED = 3
@@ -38,8 +41,8 @@ def _header(path):
 def cohorts(tmp_path_factory):
   ped = tmp_path_factory.mktemp("ped")
   dyn = tmp_path_factory.mktemp("dyn")
-  n_ped = echo.write_echonet_pediatric(ped, NUM, SEED, workers=1, second_video_prob=0.3)
-  n_dyn = echo.write_echonet_dynamic(dyn, NUM, SEED, workers=1)
+  n_ped = echonet_writer.write_echonet_pediatric(ped, NUM, SEED, workers=1, second_video_prob=0.3)
+  n_dyn = echonet_writer.write_echonet_dynamic(dyn, NUM, SEED, workers=1)
   return {"ped": (ped, n_ped), "dyn": (dyn, n_dyn)}
 
 
@@ -140,11 +143,11 @@ def test_dynamic_names_splits_and_volumes(cohorts):
     assert info.fps == pytest.approx(float(r["FPS"]))
   assert all(name.endswith(".avi") for name in _dynamic_traces(root))
   # Split proportions over many names: 75 / 12.5 / 12.5 %.
-  counts = collections.Counter(echo.dynamic_split(echo.dynamic_file_name(0, i))
+  counts = collections.Counter(echonet_writer.dynamic_split(echonet_writer.dynamic_file_name(0, i))
                                for i in range(8000))
   assert abs(counts["TRAIN"] / 8000 - 0.75) < 0.02
   assert abs(counts["VAL"] / 8000 - 0.125) < 0.015
-  names = {echo.dynamic_file_name(0, i) for i in range(5000)}
+  names = {echonet_writer.dynamic_file_name(0, i) for i in range(5000)}
   assert len(names) == 5000
 
 
@@ -154,20 +157,20 @@ def test_dynamic_names_splits_and_volumes(cohorts):
 def test_same_seed_same_bytes_serial_and_parallel(cohorts, tmp_path):
   ped, _ = cohorts["ped"]
   again = tmp_path / "again"
-  echo.write_echonet_pediatric(again, NUM, SEED, workers=2, second_video_prob=0.3)
+  echonet_writer.write_echonet_pediatric(again, NUM, SEED, workers=2, second_video_prob=0.3)
   for rel in ("A4C/FileList.csv", "A4C/VolumeTracings.csv", "ground_truth.csv"):
     assert (ped / rel).read_bytes() == (again / rel).read_bytes(), rel
   for p in sorted((ped / "A4C" / "Videos").iterdir()):
     np.testing.assert_array_equal(video_io.read_video(p),
                                   video_io.read_video(again / "A4C" / "Videos" / p.name))
   other = tmp_path / "other"
-  echo.write_echonet_pediatric(other, NUM, SEED + 1, workers=1, second_video_prob=0.3)
+  echonet_writer.write_echonet_pediatric(other, NUM, SEED + 1, workers=1, second_video_prob=0.3)
   assert (ped / "A4C/FileList.csv").read_bytes() != (other / "A4C/FileList.csv").read_bytes()
 
 
 def test_dynamic_same_seed_same_bytes(cohorts, tmp_path):
   dyn, _ = cohorts["dyn"]
-  echo.write_echonet_dynamic(tmp_path, 3, SEED, workers=1)
+  echonet_writer.write_echonet_dynamic(tmp_path, 3, SEED, workers=1)
   # Subject i depends only on (seed, i): the first 3 of the 8-subject cohort match.
   first = _rows(dyn / "FileList.csv")[:3]
   assert _rows(tmp_path / "FileList.csv") == first
@@ -256,24 +259,24 @@ def test_ed_es_frames_and_timing(cohorts):
       # ES → next ED takes the diastolic part of one cycle at the stated heart rate.
       cycle = 60.0 * float(t["FPS"]) / float(t["HeartRate"])
       assert (ed - es) == pytest.approx((1 - float(t["SystolicFraction"])) * cycle, abs=0.01)
-      assert t["Quality"] in echo.QUALITIES
-      assert float(t["LabelNoiseSD"]) == echo.LABEL_NOISE_SD[t["Quality"]]
+      assert t["Quality"] in subjects.QUALITIES
+      assert float(t["LabelNoiseSD"]) == subjects.LABEL_NOISE_SD[t["Quality"]]
 
 
 def test_label_noise_statistics():
   rng = np.random.default_rng(0)
   n = 400
-  for quality, sd in echo.LABEL_NOISE_SD.items():
-    labels, got_sd = echo.label_noise(np.full(n, 55.0), quality, rng)
+  for quality, sd in subjects.LABEL_NOISE_SD.items():
+    labels, got_sd = subjects.label_noise(np.full(n, 55.0), quality, rng)
     assert got_sd == sd
     resid = labels - 55.0
     assert abs(resid.mean()) < 4 * sd / np.sqrt(n)
     assert 0.85 * sd < resid.std(ddof=1) < 1.15 * sd
-  assert echo.LABEL_NOISE_SD["good"] < echo.LABEL_NOISE_SD["medium"] < echo.LABEL_NOISE_SD["poor"]
+  assert subjects.LABEL_NOISE_SD["good"] < subjects.LABEL_NOISE_SD["medium"] < subjects.LABEL_NOISE_SD["poor"]
 
 
 def test_demographics_carry_information_about_ef():
-  ped = [echo.pediatric_subject(np.random.default_rng([0, 2, i])) for i in range(3000)]
+  ped = [subjects.pediatric_subject(np.random.default_rng([0, 2, i])) for i in range(3000)]
   infants = [s for s in ped if s.age < 1]
   older = [s for s in ped if s.age >= 1]
   dcm = lambda group: np.mean([s.subgroup == "dcm" for s in group])
@@ -289,7 +292,7 @@ def test_demographics_carry_information_about_ef():
   # Echo-4: age tells how far the A4C plane under-reads EF (information the clip lacks).
   gap = np.array([_plane_ef_gap(s) for s in ped])
   assert 4.5 < gap[ages < 1].mean() < 7.0 and gap[ages > 5].max() < 1.0 and gap.min() >= -1e-9
-  adults = [echo.adult_subject(np.random.default_rng([0, 1, i])) for i in range(3000)]
+  adults = [subjects.adult_subject(np.random.default_rng([0, 1, i])) for i in range(3000)]
   ef = np.array([s.true_ef for s in adults])
   assert 53 < ef.mean() < 59 and 10 < ef.std() < 15 and ef.min() < 15 and ef.max() > 80
 
@@ -297,8 +300,8 @@ def test_demographics_carry_information_about_ef():
 def test_contraction_curve_hits_ed_and_es_exactly():
   s = 0.38
   phase = np.linspace(0, 1, 2001)[:-1]
-  c = echo.contraction(phase, s)
-  assert c[0] == 0.0 and echo.contraction(np.array([s]), s)[0] == 1.0
+  c = anatomy.contraction(phase, s)
+  assert c[0] == 0.0 and anatomy.contraction(np.array([s]), s)[0] == 1.0
   assert c.min() >= 0.0 and c.max() <= 1.0
   assert np.all(np.diff(c[phase <= s]) >= 0)      # ejection is monotone
 
@@ -352,7 +355,7 @@ def test_cache_recovers_from_killed_run_and_serialises(tmp_path, monkeypatch):
 
   def counting_writer(out, num_subjects, seed=0, **kwargs):
     calls.append(seed)
-    return echo.write_echonet_dynamic(out, num_subjects, seed, **{**kwargs, "workers": 1})
+    return echonet_writer.write_echonet_dynamic(out, num_subjects, seed, **{**kwargs, "workers": 1})
 
   monkeypatch.setitem(synthetic.WRITERS, "counting", counting_writer)
   key = cache.cohort_key("counting", 1, 0)
@@ -379,33 +382,33 @@ def test_registry_and_bad_names(tmp_path):
   assert {"echonet_dynamic", "echonet_pediatric"} <= set(synthetic.WRITERS)
   with pytest.raises(KeyError, match="unknown synthetic dataset"):
     synthetic.get_writer("nope")
-  echo.write_echonet_dynamic(tmp_path, 1, 0, workers=1)
+  echonet_writer.write_echonet_dynamic(tmp_path, 1, 0, workers=1)
   with pytest.raises(FileExistsError, match="already holds"):
-    echo.write_echonet_dynamic(tmp_path, 1, 0, workers=1)
-  assert echo.write_echonet_dynamic(tmp_path, 1, 0, workers=1, overwrite=True) == 1
+    echonet_writer.write_echonet_dynamic(tmp_path, 1, 0, workers=1)
+  assert echonet_writer.write_echonet_dynamic(tmp_path, 1, 0, workers=1, overwrite=True) == 1
 
 
 def _plane_ef_gap(subject, seed=0):
-  heart, _ = echo.make_heart_and_acquisition(subject, np.random.default_rng(seed), size=112,
+  heart, _ = anatomy.make_heart_and_acquisition(subject, np.random.default_rng(seed), size=112,
                                              fps_choices=(50,), fps_probs=(1.0,))
-  plane = V.ejection_fraction(echo.lv_volume_px(heart, 0.0), echo.lv_volume_px(heart, 1.0))
+  plane = V.ejection_fraction(anatomy.lv_volume_px(heart, 0.0), anatomy.lv_volume_px(heart, 1.0))
   return subject.true_ef - plane
 
 
 def test_out_of_plane_volume_matches_elliptic_discs():
   """True volume = Σ π/4·d_sl·d_ai·h with d_ai shortening ρ times faster (brute force)."""
-  subject = dataclasses.replace(echo.pediatric_subject(np.random.default_rng([3, 2, 1])),
-                                age=0.3, out_of_plane=echo.out_of_plane(0.3))
-  heart, _ = echo.make_heart_and_acquisition(subject, np.random.default_rng(5), size=112,
+  subject = dataclasses.replace(subjects.pediatric_subject(np.random.default_rng([3, 2, 1])),
+                                age=0.3, out_of_plane=subjects.out_of_plane(0.3))
+  heart, _ = anatomy.make_heart_and_acquisition(subject, np.random.default_rng(5), size=112,
                                              fps_choices=(50,), fps_probs=(1.0,))
   assert heart.rho == pytest.approx(1 + 0.5 * np.exp(-0.15))
   for c in (0.0, 0.4, 1.0):
-    _, w, big_l = echo.lv_half_widths(heart, c)
+    _, w, big_l = anatomy.lv_half_widths(heart, c)
     d_sl = 2 * w
     d_ai = d_sl / (1 - heart.f_rad * c) * (1 - heart.rho * heart.f_rad * c)
     brute = float(np.sum(np.pi / 4 * d_sl * d_ai) * big_l / len(w))
-    assert echo.lv_true_volume_px(heart, c) == pytest.approx(brute, rel=1e-10)
-  ef = V.ejection_fraction(echo.lv_true_volume_px(heart, 0.0), echo.lv_true_volume_px(heart, 1.0))
+    assert anatomy.lv_true_volume_px(heart, c) == pytest.approx(brute, rel=1e-10)
+  ef = V.ejection_fraction(anatomy.lv_true_volume_px(heart, 0.0), anatomy.lv_true_volume_px(heart, 1.0))
   assert ef == pytest.approx(subject.true_ef, abs=1e-9)
   assert 0 < heart.rho * heart.f_rad < 1
 
@@ -414,10 +417,10 @@ def test_affine_contraction_gives_the_target_ef():
   # V_es / V_ed = (1 − f_l)(1 − f_r)² for the disc formula, so the drawn EF is exact.
   for i in range(20):
     rng = np.random.default_rng([9, i])
-    subject = echo.adult_subject(rng)
-    heart, _ = echo.make_heart_and_acquisition(subject, rng, size=112, fps_choices=(50,),
+    subject = subjects.adult_subject(rng)
+    heart, _ = anatomy.make_heart_and_acquisition(subject, rng, size=112, fps_choices=(50,),
                                                fps_probs=(1.0,))
-    ef = V.ejection_fraction(echo.lv_volume_px(heart, 0.0), echo.lv_volume_px(heart, 1.0))
+    ef = V.ejection_fraction(anatomy.lv_volume_px(heart, 0.0), anatomy.lv_volume_px(heart, 1.0))
     assert ef == pytest.approx(subject.true_ef, abs=1e-9)
     assert 0 < heart.f_long < heart.f_rad < 1 or subject.true_ef < 20
 
@@ -426,13 +429,13 @@ def test_speckle_map_follows_the_lv_and_leaves_the_chest_wall():
   """Tissue-locked speckle: at ED the map is the identity; at ES a point of the LV
   contour maps back to the same contour point at ED; far from the heart, identity."""
   rng = np.random.default_rng(3)
-  heart, _ = echo.make_heart_and_acquisition(echo.pediatric_subject(rng), rng, size=112,
+  heart, _ = anatomy.make_heart_and_acquisition(subjects.pediatric_subject(rng), rng, size=112,
                                              fps_choices=(50,), fps_probs=(1.0,))
-  map_x, map_y = echo._tissue_map(heart, np.array([0.0, 1.0]), 112)
+  map_x, map_y = rendering.tissue_map(heart, np.array([0.0, 1.0]), 112)
   yy, xx = np.mgrid[0:112, 0:112]
   np.testing.assert_allclose(map_x[0], xx, atol=1e-4)
   np.testing.assert_allclose(map_y[0], yy, atol=1e-4)
-  ed, es = echo.lv_contour(heart, 0.0, n=9), echo.lv_contour(heart, 1.0, n=9)
+  ed, es = anatomy.lv_contour(heart, 0.0, n=9), anatomy.lv_contour(heart, 1.0, n=9)
   for p_ed, p_es in zip(ed[1:-1], es[1:-1]):   # interior points (hinges are at the edge)
     i, j = np.round(p_es[::-1]).astype(int)
     # At the pixel nearest the ES point (≤ 0.71 px away, Jacobian ≤ 1.5), the map

@@ -46,12 +46,13 @@ def cohort_key(dataset: str, num_subjects: int, seed: int, **params) -> dict:
 
 
 def cohort_dir_name(key: dict) -> str:
+  """'<dataset>-<12 hex digits of the key's sha256>': the cohort's folder name."""
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
   return f"{key['dataset']}-{digest}"
 
 
 @contextlib.contextmanager
-def _file_lock(path: pathlib.Path):
+def file_lock(path: pathlib.Path):
   """Exclusive advisory lock (fcntl on POSIX; a polled O_EXCL file elsewhere)."""
   try:
     import fcntl
@@ -107,7 +108,7 @@ def ensure_cohort(dataset: str, num_subjects: int, seed: int, cache_dir: str | N
   root = cache / name
   if _is_complete(root, key):
     return root
-  with _file_lock(cache / f"{name}.lock"):
+  with file_lock(cache / f"{name}.lock"):
     if _is_complete(root, key):  # Another process finished it while we waited.
       return root
     # Holding the lock, any temporary folder for this name is left from a killed run.

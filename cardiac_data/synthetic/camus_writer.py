@@ -18,10 +18,10 @@ pixels (`size`), isotropic spacing in mm. Labels: 0 background, 1 LV cavity,
 runs ED → ES (systole), or with probability `reverse_prob` ES → ED (the
 diastolic half; ES=1, ED=NbFrame), per view.
 
-Heart model (one LV per patient, `echo.adult_subject`): the LV cavity is a
+Heart model (one LV per patient, `subjects.adult_subject`): the LV cavity is a
 truncated ellipsoid with long semi-axis a, short semi-axes b (in the 4CH plane)
 and b₂ = ρ·b (in the orthogonal 2CH plane), ρ ~ U(0.85, 1.15), cut at the
-mitral plane s = a·(1+τ). The 4CH view is `echo`'s (RV, RA, LA, pericardium);
+mitral plane s = a·(1+τ). The 4CH view is `anatomy`'s (RV, RA, LA, pericardium);
 the 2CH view cuts the same LV in the orthogonal plane: the same a, τ, wall and
 contraction, half-widths b₂·√(1 − ((s−a)/a)²), LA, pericardium, annulus and
 mitral leaflets, and no right heart. The probe is rotated about the apex, so
@@ -34,12 +34,12 @@ with a_i, b_i the 4CH/2CH disc diameters. Contraction is affine in both planes
 the discs and for the exact ellipsoid alike; TrueEF is the volumetric EF of the
 one LV (100·(EDV − ESV)/EDV), EDV = the subject's EDV.
 
-Masks are rasterised (pixel centres inside, `polygon_centres`) from the
-same polygons that are painted (`echo._anatomy`), in painter's order:
-myocardium = epicardial polygon (the band around the cavity), then LA, then
-(4CH) RA and RV cavities as background, then the LV cavity.
+Masks are `anatomy.label_maps`: rasterised (pixel centres inside) from the same
+polygons that are painted (`anatomy.polygons`), in painter's order: myocardium =
+epicardial polygon (the band around the cavity), then LA, then (4CH) RA and RV
+cavities as background, then the LV cavity.
 
-Labels: cfg EF = TrueEF + N(0, sd) (`echo.label_noise`), sd from the worse of
+Labels: cfg EF = TrueEF + N(0, sd) (`subjects.label_noise`), sd from the worse of
 the two views' ImageQuality (sd 2 / 3.5 / 6 points), rounded to 0.1, the same
 in both cfgs. Each view has its own quality tier (Good/Medium/Poor), frame
 rate, heart-rate jitter and ultrasound look.
@@ -56,12 +56,11 @@ import math
 import os
 import pathlib
 
-import cv2
 import nibabel as nib
 import numpy as np
 
 from cardiac_data import volumes
-from cardiac_data.synthetic import echo
+from cardiac_data.synthetic import anatomy, jobs, rendering, subjects
 
 GENERATOR_VERSION = "camus-1"
 VIEWS = ("2CH", "4CH")
@@ -78,15 +77,9 @@ GROUND_TRUTH_COLUMNS = (
     "DiameterRatio2CH4CH", "LongitudinalShortening", "RadialShortening",
     *(col + view for view in VIEWS for col in _VIEW_COLUMNS))
 
-_CAMUS_CODE = 3           # rng stream tag (echo uses 1, 2)
+_CAMUS_CODE = 3           # rng stream tag (echonet_writer uses 1, 2)
 _SPLIT_CODE = 103
 _GZIP_LEVEL = 6
-# `echo._anatomy` fills, in painter's order; the indices below rely on it.
-_ANATOMY_KEYS = ("pericardium", "atrial_wall", "atrial_wall", "rv_wall", "myocardium",
-                 "blood", "blood", "blood", "blood")
-_MYO, _LA, _RA, _RV, _LV = 4, 5, 6, 7, 8
-_WALLS_2CH = (0, 1, _MYO)        # pericardium, LA wall, myocardium
-_CAVITIES_2CH = (_LA, _LV)
 
 
 def patient_id(index: int) -> str:
@@ -115,18 +108,9 @@ def camus_split(num_subjects: int, seed: int) -> list[str]:
 # Geometry of the two views.
 
 
-def _fits(heart: echo.Heart, acq: echo.Acquisition) -> bool:
-  """LV with its wall inside the fan (same margins as `echo`'s depth search)."""
-  a, b, big_l = heart.lv_axes(0.0)
-  s, v = echo._cap_sv(a, 0.0, a + 0.35 * heart.wall, b + 0.5 * heart.wall, big_l, 33)
-  r, th = echo._sector_polar(heart.to_image(0.0, s, v), acq)
-  return bool(r.max() < 0.9 * acq.sector_radius
-              and np.abs(th).max() < acq.half_angle - math.radians(2))
-
-
-def _deepen(heart: echo.Heart, acq: echo.Acquisition, step_cm: float = 0.5):
+def _deepen(heart: anatomy.Heart, acq: anatomy.Acquisition, step_cm: float = 0.5):
   """The heart imaged 0.5 cm deeper: sizes shrink, the apex keeps its pixel (as the
-  sonographer re-centres it; `echo`'s depth search does the same)."""
+  sonographer re-centres it; `anatomy.make_heart_and_acquisition` does the same)."""
   depth = acq.spacing * acq.sector_radius
   k = depth / (depth + step_cm)
   heart = dataclasses.replace(
@@ -135,15 +119,15 @@ def _deepen(heart: echo.Heart, acq: echo.Acquisition, step_cm: float = 0.5):
   return heart, dataclasses.replace(acq, spacing=acq.spacing / k)
 
 
-def view_geometry(subject: echo.Subject, rng: np.random.Generator, size: int):
+def view_geometry(subject: subjects.Subject, rng: np.random.Generator, size: int):
   """{'4CH': (heart, acq), '2CH': (heart, acq)} of one LV, and ρ = b₂/b.
 
-  The 4CH is `echo.make_heart_and_acquisition` for EDV/ρ (single plane), so the
+  The 4CH is `anatomy.make_heart_and_acquisition` for EDV/ρ (single plane), so the
   biplane EDV is the subject's. Timing fields of the acquisitions are placeholders
   (`half_cycle` sets them).
   """
   ratio = float(rng.uniform(0.85, 1.15))
-  heart4, acq4 = echo.make_heart_and_acquisition(
+  heart4, acq4 = anatomy.make_heart_and_acquisition(
       dataclasses.replace(subject, edv_ml=subject.edv_ml / ratio), rng, size=size,
       fps_choices=FPS_CHOICES, fps_probs=FPS_PROBS)
   scale = size / 112.0
@@ -155,23 +139,23 @@ def view_geometry(subject: echo.Subject, rng: np.random.Generator, size: int):
       la_len=heart4.la_len * rng.uniform(0.9, 1.1),
       la_width=heart4.la_width * rng.uniform(0.85, 1.1),
       swing=rng.uniform(0.0, 1.2) * scale * np.array([math.cos(swing_dir), math.sin(swing_dir)]))
-  quality2 = echo.quality_tier(subject.quality_score + rng.normal(0.1, 0.4))
+  quality2 = subjects.quality_tier(subject.quality_score + rng.normal(0.1, 0.4))
   dropout2 = quality2 == "poor" or (quality2 == "medium" and rng.random() < 0.4)
   acq2 = dataclasses.replace(acq4, quality=quality2, dropout=dropout2,
                              shadow=quality2 == "poor" and rng.random() < 0.5)
   for _ in range(40):
-    if _fits(heart2, acq2):
+    if anatomy.lv_fits_sector(heart2, acq2):
       break
     heart2, acq2 = _deepen(heart2, acq2)
   return {"4CH": (heart4, acq4), "2CH": (heart2, acq2)}, ratio
 
 
-def half_cycle(acq: echo.Acquisition, heart_rate: float, reverse: bool,
-               rng: np.random.Generator) -> echo.Acquisition:
+def half_cycle(acq: anatomy.Acquisition, heart_rate: float, reverse: bool,
+               rng: np.random.Generator) -> anatomy.Acquisition:
   """Timing of a half sequence: ED (frame 0) → ES (last), or ES → ED if `reverse`.
 
   The systolic (or diastolic) duration is a whole number of frames, so the end
-  frames sit exactly at c = 0 and c = 1 of `echo.contraction`.
+  frames sit exactly at c = 0 and c = 1 of `anatomy.contraction`.
   """
   fps = int(rng.choice(np.asarray(FPS_CHOICES), p=np.asarray(FPS_PROBS)))
   hr = float(np.clip(heart_rate * math.exp(rng.normal(0.0, 0.03)), 45, 130))
@@ -192,113 +176,23 @@ def biplane_volumes_ml(views: dict, c) -> np.ndarray:
   (h4, a4), (h2, a2) = views["4CH"], views["2CH"]
   out = []
   for cc in np.atleast_1d(np.asarray(c, np.float64)):
-    _, w4, big_l = echo.lv_half_widths(h4, float(cc))
-    _, w2, _ = echo.lv_half_widths(h2, float(cc))
+    _, w4, big_l = anatomy.lv_half_widths(h4, float(cc))
+    _, w2, _ = anatomy.lv_half_widths(h2, float(cc))
     out.append(volumes.discs_volume(2.0 * w4 * a4.spacing, big_l * a4.spacing,
                                     2.0 * w2 * a2.spacing))
   return np.asarray(out)
 
 
 # ----------------------------------------------------------------------------
-# Painting and masks.
+# Rendering.
 
 
-def _anatomy(heart, c, phase, systolic_fraction):
-  fills, discs, valves = echo._anatomy(heart, c, phase, systolic_fraction)
-  keys = tuple(k for _, k in fills)
-  if keys != _ANATOMY_KEYS:
-    raise RuntimeError(f"echo._anatomy layout changed: {keys}; update camus_writer")
-  return fills, discs, valves
-
-
-def _paint_2ch(heart, c, phase, systolic_fraction, levels, background):
-  """2CH echogenicity frames (T, H, W) uint8: `echo`'s LV, LA, pericardium, annulus
-  and leaflets without the right heart, drawn by the rules of `echo._paint_frames`
-  (2× supersampled fixed-point fills pulled in by half a fine pixel, area-averaged
-  down)."""
-  ss = echo._SUPERSAMPLE
-  fills, discs, (valve, closed, lw) = _anatomy(heart, c, phase, systolic_fraction)
-
-  def fixed(indices):
-    return [(echo._hi(echo._inset(fills[j][0], 0.5 / ss)), int(levels[fills[j][1]]))
-            for j in indices]
-
-  walls, cavities = fixed(_WALLS_2CH), fixed(_CAVITIES_2CH)
-  t_n = len(c)
-  rings = [(echo._hi(p), np.broadcast_to(np.maximum(1, np.asarray(r) * ss * 16), (t_n,))
-            .astype(np.int64), int(levels[k])) for p, r, k in discs]
-  valve = echo._hi(valve)
-  thick = np.broadcast_to(np.maximum(1, np.round(np.asarray(lw) * ss)), (t_n,)).astype(int)
-  fine_bg = cv2.resize(background, None, fx=ss, fy=ss, interpolation=cv2.INTER_NEAREST)
-  size = background.shape[::-1]
-  out = np.empty((t_n,) + background.shape, np.uint8)
-  for i in range(t_n):
-    fine = fine_bg.copy()
-    for pts, level in walls:
-      cv2.fillPoly(fine, [pts[i]], level, cv2.LINE_8, 4)
-    for ctr, rad, level in rings:
-      cv2.circle(fine, (int(ctr[i, 0]), int(ctr[i, 1])), int(rad[i]), level, -1, cv2.LINE_8, 4)
-    for pts, level in cavities:
-      cv2.fillPoly(fine, [pts[i]], level, cv2.LINE_8, 4)
-    leaflets = [valve[i]] if closed[i] else [valve[i, :2], valve[i, 5:]]
-    cv2.polylines(fine, leaflets, False, int(levels["valve"]), int(thick[i]), cv2.LINE_8, 4)
-    out[i] = cv2.resize(fine, size, interpolation=cv2.INTER_AREA)
-  return out
-
-
-def polygon_centres(points, size: int) -> np.ndarray:
-  """Boolean (size, size) mask of the pixels whose centres (integer x, y) lie in
-  the closed polygon `points` (n, 2) = (x, y), by the even-odd rule along rows:
-  a centre counts a crossing at x_c when x_c <= x."""
-  p = np.asarray(points, np.float64)
-  x0, y0 = p[:, 0], p[:, 1]
-  x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-  rows = np.arange(max(0, math.ceil(y0.min())), min(size - 1, math.floor(y0.max())) + 1)
-  mask = np.zeros((size, size), bool)
-  if rows.size == 0:
-    return mask
-  yr = rows[:, None].astype(np.float64)
-  crosses = (y0 <= yr) != (y1 <= yr)                      # (rows, edges), half-open in y
-  with np.errstate(divide="ignore", invalid="ignore"):
-    xc = x0 + (yr - y0) / (y1 - y0) * (x1 - x0)
-  r, e = np.nonzero(crosses)
-  first = np.clip(np.ceil(xc[r, e]), 0, size).astype(np.int64)   # first centre at x >= x_c
-  toggles = np.zeros((rows.size, size + 1), np.int32)
-  np.add.at(toggles, (r, first), 1)
-  mask[rows] = (np.cumsum(toggles, axis=1)[:, :size] % 2).astype(bool)
-  return mask
-
-
-def label_maps(heart: echo.Heart, c, phase, systolic_fraction: float, view: str,
-               size: int) -> np.ndarray:
-  """uint8 (T, size, size) labels from the painted polygons (pixel centres inside).
-
-  Painter's order: myocardium (epicardial polygon) 2, LA 3, then in the 4CH the
-  RA and RV cavities 0, then the LV cavity 1.
-  """
-  c = np.atleast_1d(np.asarray(c, np.float64))
-  phase = np.atleast_1d(np.asarray(phase, np.float64))
-  fills, _, _ = _anatomy(heart, c, phase, systolic_fraction)
-  order = [(_MYO, 2), (_LA, 3)] + ([(_RA, 0), (_RV, 0)] if view == "4CH" else []) + [(_LV, 1)]
-  out = np.zeros((len(c), size, size), np.uint8)
-  for t in range(len(c)):
-    for j, label in order:
-      out[t][polygon_centres(fills[j][0][t], size)] = label
-  return out
-
-
-def render_view(heart: echo.Heart, acq: echo.Acquisition, view: str,
+def render_view(heart: anatomy.Heart, acq: anatomy.Acquisition, view: str,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   """(frames uint8 (T, S, S), labels uint8 (T, S, S)) of one half sequence."""
-  seen = {}
-
-  def paint(heart_, c, phase, systolic_fraction, levels, background):
-    seen.update(c=np.array(c), phase=np.array(phase))
-    painter = _paint_2ch if view == "2CH" else echo._paint_frames
-    return painter(heart_, c, phase, systolic_fraction, levels, background)
-
-  frames = echo.render_clip(heart, acq, rng, paint=paint)
-  labels = label_maps(heart, seen["c"], seen["phase"], acq.systolic_fraction, view, acq.size)
+  frames = rendering.render_clip(heart, acq, rng, view)
+  c, phase = anatomy.clip_contraction(acq)
+  labels = anatomy.label_maps(heart, c, phase, acq.systolic_fraction, view, acq.size)
   return frames, labels
 
 
@@ -324,12 +218,12 @@ def _cfg_text(entries: dict) -> str:
 def _patient_task(args) -> list:
   out_dir, seed, index, size, reverse_prob, subset = args
   rng = np.random.default_rng([seed, _CAMUS_CODE, index])
-  subject = echo.adult_subject(rng)
+  subject = subjects.adult_subject(rng)
   views, ratio = view_geometry(subject, rng, size)
   edv, esv = biplane_volumes_ml(views, [0.0, 1.0])
   true_ef = 100.0 * (edv - esv) / edv
-  worst = max((views[v][1].quality for v in VIEWS), key=echo.QUALITIES.index)
-  label, sd = echo.label_noise(true_ef, worst, rng)
+  worst = max((views[v][1].quality for v in VIEWS), key=subjects.QUALITIES.index)
+  label, sd = subjects.label_noise(true_ef, worst, rng)
   label_text = f"{float(label):.1f}"
   patient = patient_id(index)
   folder = pathlib.Path(out_dir) / "database_nifti" / patient
@@ -352,9 +246,9 @@ def _patient_task(args) -> list:
            "ImageQuality": QUALITY_NAMES[acq.quality], "EF": label_text, "FrameRate": acq.fps}
     (folder / f"Info_{view}.cfg").write_text(_cfg_text(cfg), encoding="utf-8")
     per_view += [cfg["ImageQuality"], acq.num_frames, cfg["ED"], cfg["ES"], acq.fps,
-                 echo._fmt(spacing_mm, 6), int(acq.dropout), int(acq.shadow)]
+                 jobs.fmt(spacing_mm, 6), int(acq.dropout), int(acq.shadow)]
   heart4, acq4 = views["4CH"]
-  fmt = echo._fmt
+  fmt = jobs.fmt
   return [patient, fmt(true_ef, 6), fmt(sd, 2), worst, label_text, fmt(edv, 6), fmt(esv, 6),
           subset, subject.subgroup, fmt(subject.age, 3), subject.sex, fmt(subject.weight, 2),
           fmt(subject.height, 2), fmt(subject.bsa, 4), fmt(subject.heart_rate, 2),
@@ -382,18 +276,18 @@ def write_camus(out: str | os.PathLike, num_subjects: int, seed: int = 0, *,
   if not 0.0 <= float(reverse_prob) <= 1.0:
     raise ValueError(f"reverse_prob must be in [0, 1], got {reverse_prob}")
   out = pathlib.Path(out)
-  echo._prepare(out, overwrite, ("database_nifti", "database_split", "ground_truth.csv"))
+  jobs.prepare_output(out, overwrite, ("database_nifti", "database_split", "ground_truth.csv"))
   (out / "database_nifti").mkdir(parents=True, exist_ok=True)
   subsets = camus_split(num_subjects, seed)
   tasks = [(str(out), int(seed), i, int(size), float(reverse_prob), subsets[i])
            for i in range(int(num_subjects))]
-  rows = echo._run_tasks(_patient_task, tasks, workers, progress, "camus")
+  rows = jobs.run_tasks(_patient_task, tasks, workers, progress, "camus")
   split_dir = out / "database_split"
   split_dir.mkdir(parents=True, exist_ok=True)
   for subset in SUBSETS:
     names = [patient_id(i) for i, s in enumerate(subsets) if s == subset]
     (split_dir / f"subgroup_{subset}.txt").write_text("".join(n + "\n" for n in names))
-  echo._write_csv(out / "ground_truth.csv", GROUND_TRUTH_COLUMNS, rows)
+  jobs.write_csv(out / "ground_truth.csv", GROUND_TRUTH_COLUMNS, rows)
   return 2 * len(rows)
 
 

@@ -47,7 +47,7 @@ import pathlib
 import numpy as np
 import scipy.io
 
-from cardiac_data.synthetic import echo
+from cardiac_data.synthetic import jobs
 
 GENERATOR_VERSION = "dense-1"
 SPLITS = ("train", "val", "test")
@@ -270,11 +270,11 @@ def write_dense(out: str | os.PathLike, num_subjects: int, seed: int = 0, *,
   if int(frames) < 4:
     raise ValueError(f"frames must be >= 4, got {frames}")
   out = pathlib.Path(out)
-  echo._prepare(out, overwrite, ("data", "ground_truth.json"))
+  jobs.prepare_output(out, overwrite, ("data", "ground_truth.json"))
   splits = dense_split(num_subjects, seed)
   tasks = [(str(out), int(seed), i, int(size), int(frames), splits[i])
            for i in range(int(num_subjects))]
-  rows = echo._run_tasks(_subject_task, tasks, workers, progress, "dense")
+  rows = jobs.run_tasks(_subject_task, tasks, workers, progress, "dense")
   (out / "ground_truth.json").write_text(json.dumps(
       dict(generator=GENERATOR_VERSION, size=int(size), frames=int(frames),
            segments="counter-clockwise on screen from the RV insertion; Ecc about the "

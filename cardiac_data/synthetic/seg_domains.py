@@ -1,6 +1,6 @@
 """Multi-domain partially labelled echo segmentation scenario (Islam et al., MELBA 2026, §4.2).
 
-Three synthetic "vendors" image the same heart model (`echo`, `camus_writer`'s two
+Three synthetic "vendors" image the same heart model (`anatomy`, `camus_writer`'s two
 views) with different looks, standing in for the paper's datasets:
 
   domain   stands for        views       labels annotated (before any withholding)
@@ -14,7 +14,7 @@ A vendor style (`VendorStyle`) changes
   * gain and contrast: display map u ↦ clip(gain·u^gamma), u the rendered grey / 255;
   * sector shape: the fan's half-angle, and a flat top (a footprint) of `flat_top`
     × S pixels from a sector apex moved above the image.
-Labels are the painted polygons rasterised at S (`camus_writer.label_maps` on the
+Labels are the painted polygons rasterised at S (`anatomy.label_maps` on the
 heart mapped to S pixels), so they are exact whatever the render size.
 
 Each case is one (patient, view) at ED and ES (two images). Written layout:
@@ -39,12 +39,11 @@ import pathlib
 import cv2
 import numpy as np
 
-from cardiac_data.synthetic import camus_writer, echo
+from cardiac_data.seg_scenario import DOMAIN_LABELS, DOMAINS, SPLITS
+from cardiac_data.synthetic import anatomy, camus_writer, jobs, rendering, subjects
 
 GENERATOR_VERSION = "seg-domains-1"
-DOMAINS = ("camus", "unity", "echonet")
 VIEWS = camus_writer.VIEWS                      # ("2CH", "4CH")
-SPLITS = ("train", "val", "test")
 _CODE = 4
 
 
@@ -65,7 +64,6 @@ STYLES = {
                            flat_top=0.2),
 }
 DOMAIN_VIEWS = {"camus": ("2CH", "4CH"), "unity": ("2CH",), "echonet": ("4CH",)}
-DOMAIN_LABELS = {"camus": (1, 2, 3), "unity": (1, 2, 3), "echonet": (1,)}
 
 
 def domain_split(num_subjects: int, seed: int, domain: int) -> np.ndarray:
@@ -80,7 +78,7 @@ def domain_split(num_subjects: int, seed: int, domain: int) -> np.ndarray:
   return out
 
 
-def scale_heart(heart: echo.Heart, k: float) -> echo.Heart:
+def scale_heart(heart: anatomy.Heart, k: float) -> anatomy.Heart:
   """The heart in pixels of a frame k times larger (pixel centres at integers:
   x ↦ (x + ½)·k − ½)."""
   return dataclasses.replace(
@@ -89,7 +87,7 @@ def scale_heart(heart: echo.Heart, k: float) -> echo.Heart:
       la_width=heart.la_width * k, swing=np.asarray(heart.swing) * k)
 
 
-def vendor_sector(acq: echo.Acquisition, half_angle: float, flat_top: float):
+def vendor_sector(acq: anatomy.Acquisition, half_angle: float, flat_top: float):
   """`acq` with the vendor's fan: half-angle, and with flat_top > 0 the sector apex
   moved up so that the fan crosses row 0 over flat_top·size pixels (a footprint);
   the fan keeps its bottom edge."""
@@ -117,7 +115,7 @@ def render_case(seed: int, domain: str, index: int, size: int):
   d = DOMAINS.index(domain)
   style = STYLES[domain]
   rng = np.random.default_rng([seed, _CODE, d, index])
-  subject = echo.adult_subject(rng)
+  subject = subjects.adult_subject(rng)
   render = max(32, int(round(size * style.render_scale)))
   views, _ = camus_writer.view_geometry(subject, rng, render)
   edv, esv = camus_writer.biplane_volumes_ml(views, [0.0, 1.0])
@@ -129,17 +127,11 @@ def render_case(seed: int, domain: str, index: int, size: int):
     # Two frames: ED (c = 0) then ES (c = 1); render_clip pins both exactly.
     acq = vendor_sector(dataclasses.replace(acq, num_frames=2, ed_frame=0, es_frame=1), half,
                         style.flat_top)
-    seen = {}
-
-    def paint(heart_, c, phase, systolic_fraction, levels, background, view=view):
-      seen.update(c=np.array(c), phase=np.array(phase))
-      painter = camus_writer._paint_2ch if view == "2CH" else echo._paint_frames
-      return painter(heart_, c, phase, systolic_fraction, levels, background)
-
-    frames = echo.render_clip(heart, acq, vrng, paint=paint)
+    frames = rendering.render_clip(heart, acq, vrng, view)
     images.append(apply_style(frames, style, size))
-    lab = camus_writer.label_maps(scale_heart(heart, size / render), seen["c"], seen["phase"],
-                                  acq.systolic_fraction, view, size)
+    c, phase = anatomy.clip_contraction(acq)
+    lab = anatomy.label_maps(scale_heart(heart, size / render), c, phase,
+                             acq.systolic_fraction, view, size)
     keep = np.isin(lab, (0,) + DOMAIN_LABELS[domain])
     labels.append(np.where(keep, lab, 0).astype(np.uint8))
     spacing.append(10.0 * acq.spacing * render / size)
@@ -167,10 +159,10 @@ def write_seg_domains(out: str | os.PathLike, num_subjects: int, seed: int = 0, 
   if int(size) < 32:
     raise ValueError(f"size must be >= 32 pixels, got {size}")
   out = pathlib.Path(out)
-  echo._prepare(out, overwrite, ("scenario.npz", "ground_truth.csv"))
+  jobs.prepare_output(out, overwrite, ("scenario.npz", "ground_truth.csv"))
   out.mkdir(parents=True, exist_ok=True)
   tasks = [(int(seed), dom, i, int(size)) for dom in DOMAINS for i in range(int(num_subjects))]
-  results = echo._run_tasks(_case_task, tasks, workers, progress, "seg_domains")
+  results = jobs.run_tasks(_case_task, tasks, workers, progress, "seg_domains")
   arrays = {k: [] for k in ("image", "label", "domain", "patient", "view", "phase", "split",
                             "spacing_mm")}
   rows = []
@@ -187,14 +179,14 @@ def write_seg_domains(out: str | os.PathLike, num_subjects: int, seed: int = 0, 
         arrays["phase"].append(phase)
         arrays["split"].append(splits[dom][i])
         arrays["spacing_mm"].append(spacing[v])
-      rows.append([dom, i, view, SPLITS[splits[dom][i]], echo._fmt(ef, 6),
-                   echo._fmt(spacing[v], 6)])
+      rows.append([dom, i, view, SPLITS[splits[dom][i]], jobs.fmt(ef, 6),
+                   jobs.fmt(spacing[v], 6)])
   dtypes = dict(image=np.uint8, label=np.uint8, domain=np.int8, patient=np.int32, view=np.int8,
                 phase=np.int8, split=np.int8, spacing_mm=np.float32)
   np.savez_compressed(out / "scenario.npz",
                       **{k: np.asarray(v, dtypes[k]) for k, v in arrays.items()})
-  echo._write_csv(out / "ground_truth.csv",
-                  ("Domain", "Patient", "View", "Split", "TrueEF", "SpacingMM"), rows)
+  jobs.write_csv(out / "ground_truth.csv",
+                 ("Domain", "Patient", "View", "Split", "TrueEF", "SpacingMM"), rows)
   return len(arrays["image"])
 
 

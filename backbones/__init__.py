@@ -1,0 +1,1 @@
+"""Video backbones shared by the EF regressors (MCSDR, AdaCon)."""
