@@ -11,7 +11,7 @@ process, each program compiled ahead of time (`jit(...).lower(...).compile()`):
   (a) deterministic: `DeterministicRegressor` (task.build_model, model.kind =
       'deterministic', the same conditioning and encoder), one forward;
   (b) posterior: `posterior.make_sampler(model, schedule, num_samples=K, sampler=
-      SamplerConfig('ddim', τ))`: encoders once, then K chains of τ DDIM steps;
+      samplers.SamplerConfig('ddim', τ))`: encoders once, then K chains of τ DDIM steps;
   (c) head: jit of `posterior.sample_from_memory` on a precomputed memory (K × τ calls
       of the predictor, nothing else);
   (d) encoder: jit of `model.apply(params, batch, method=model.condition)`.
@@ -167,6 +167,7 @@ def bench_encoder(encoder: str, *, batch_sizes, ks, num_samples: int, steps: int
                   repeats: int, min_repeats: int, budget_s: float, width: float, frames: int,
                   size: int, dtype: str | None, seed: int = 0, log=print) -> dict:
   """All numbers of one encoder (see the module docstring)."""
+  from diffusion import samplers  # pylint: disable=g-import-not-at-top
   from diffusion import schedule as schedule_lib  # pylint: disable=g-import-not-at-top
   from mcsdr_jax import posterior  # pylint: disable=g-import-not-at-top
   from mcsdr_jax import task as task_lib  # pylint: disable=g-import-not-at-top
@@ -174,9 +175,8 @@ def bench_encoder(encoder: str, *, batch_sizes, ks, num_samples: int, steps: int
   det_cfg = model_config(encoder, dtype=dtype, width=width, kind="deterministic")
   model = task_lib.build_model(config.model, NUM_CATEGORIES)
   det_model = task_lib.build_model(det_cfg.model, NUM_CATEGORIES)
-  d = config.diffusion
-  schedule = schedule_lib.linear_schedule(d.num_steps, d.beta_start, d.beta_end)
-  sampler = posterior.SamplerConfig("ddim", steps)
+  schedule = schedule_lib.VPSchedule.from_config(config.diffusion)
+  sampler = samplers.SamplerConfig("ddim", steps)
 
   probe = random_inputs(1, frames, size, seed)
   inputs = {k: v for k, v in probe.items() if k != "index"}

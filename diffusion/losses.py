@@ -25,10 +25,15 @@ def q_sample(schedule: VPSchedule, y0, t, noise):
   return jnp.sqrt(ab) * y0 + jnp.sqrt(1.0 - ab) * noise
 
 
+def x0_from_eps(y_t, eps, alpha_bar):
+  """ŷ0 = (y_t − √(1−ᾱ)·ε̂)/√ᾱ: the clean estimate implied by a predicted ε̂ (q_sample
+  solved for y0; DDPM Eq. 15, DDIM Eq. 12's "predicted x0"), ᾱ broadcastable to y_t."""
+  return (y_t - jnp.sqrt(1.0 - alpha_bar) * eps) / jnp.sqrt(alpha_bar)
+
+
 def predict_x0(schedule: VPSchedule, y_t, t, eps):
-  """ŷ0 = (y_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, the clean estimate implied by a predicted ε̂."""
-  ab = _expand(schedule.alphas_cumprod[t], y_t)
-  return (y_t - jnp.sqrt(1.0 - ab) * eps) / jnp.sqrt(ab)
+  """`x0_from_eps` at integer t of shape y_t.shape[:t.ndim]."""
+  return x0_from_eps(y_t, eps, _expand(schedule.alphas_cumprod[t], y_t))
 
 
 def eps_prediction(schedule: VPSchedule, eps_fn: Callable, y0, key, *,

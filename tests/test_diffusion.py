@@ -111,3 +111,76 @@ def test_vmapped_samples_equal_loop_and_noise_fn_is_used():
   y, _ = samplers.ddim_sample(exact_eps_discrete, SCHED, keys[0], (3,), noise_fn=zeros)
   y_ref, _ = samplers.ddim_sample(exact_eps_discrete, SCHED, keys[1], (3,), noise_fn=zeros)
   np.testing.assert_array_equal(y, y_ref)  # Prior from noise_fn: key no longer matters.
+
+
+def test_schedule_is_one_static_hashable_object():
+  assert SCHED == schedule_lib.VPSchedule(1000, 1e-4, 0.02) == schedule_lib.VPSchedule()
+  assert hash(SCHED) == hash(schedule_lib.VPSchedule())
+  assert SCHED != schedule_lib.linear_schedule(50, 1e-3, 0.05)
+  assert jax.tree.leaves(SCHED) == []   # a static pytree: a plain argument of jit
+  f = jax.jit(lambda sched, t: sched.alpha_bar(t))
+  assert float(f(SCHED, jnp.int32(-1))) == 1.0
+  assert float(f(SCHED, jnp.int32(3))) == float(SCHED.alphas_cumprod[3])
+  # MCSDR's preconditioning: the continuous ᾱ at s = (t + 1)/T, in float32.
+  t = jnp.array([0.0, 37.25, 999.0])
+  np.testing.assert_array_equal(SCHED.alpha_bar_at_step(t),
+                                SCHED.alpha_bar_continuous((t + 1.0) / 1000))
+  with pytest.raises(ValueError, match="config.diffusion.num_steps"):
+    schedule_lib.VPSchedule(1000, 0.02, 1e-4)
+
+
+def test_x0_from_eps_inverts_q_sample():
+  y0 = jnp.linspace(-1.0, 1.0, 8).reshape(2, 4)
+  eps = jnp.cos(3.0 * y0)
+  t = jnp.array([10, 900])
+  y_t = losses.q_sample(SCHED, y0, t, eps)
+  np.testing.assert_allclose(losses.predict_x0(SCHED, y_t, t, eps), y0, atol=2e-4)
+
+
+REGISTRY_CASES = [
+    (samplers.SamplerConfig("ddim", 7, eta=0.5, spacing="leading"),
+     lambda k: samplers.ddim_sample(exact_eps_discrete, SCHED, k, (5,), num_steps=7, eta=0.5,
+                                    spacing="leading", return_trajectory=True)),
+    (samplers.SamplerConfig("ddpm", None),
+     lambda k: samplers.ddpm_sample(exact_eps_discrete, SCHED, k, (5,),
+                                    return_trajectory=True)),
+    (samplers.SamplerConfig("pf_ode", 8, solver="heun"),
+     lambda k: (samplers.pf_ode_sample(exact_eps_continuous, SCHED, k, (5,), solver="heun",
+                                       num_steps=8, rtol=1e-4, atol=1e-4)[0], None)),
+]
+
+
+@pytest.mark.parametrize("cfg,direct", REGISTRY_CASES, ids=lambda c: getattr(c, "label", ""))
+def test_registered_sampler_is_the_direct_call(cfg, direct):
+  key = jax.random.key(6)
+  eps_fn = exact_eps_continuous if cfg.name == "pf_ode" else exact_eps_discrete
+  y, traj = samplers.get_sampler(cfg)(eps_fn, SCHED, key, (5,), return_trajectory=True)
+  y_ref, traj_ref = direct(key)
+  np.testing.assert_array_equal(y, y_ref)
+  if traj_ref is None:
+    assert traj is None
+  else:
+    np.testing.assert_array_equal(traj, traj_ref)
+    assert len(samplers.sampler_times(cfg, SCHED)) == traj.shape[0]
+
+
+def test_sampler_registry_names_and_validation():
+  assert samplers.sampler_names() == ("ddim", "ddpm", "pf_ode", "paper_code")
+  with pytest.raises(ValueError, match=r"'euler' is not one of \('ddim', 'ddpm', 'pf_ode', "
+                                       r"'paper_code'\)"):
+    samplers.SamplerConfig("euler")
+  with pytest.raises(ValueError, match="already registered"):
+    samplers.register_sampler("ddim")(lambda *a, **k: None)
+  with pytest.raises(ValueError, match="needs t_start"):
+    samplers.SamplerConfig("paper_code")
+  with pytest.raises(ValueError, match="t_start must be None"):
+    samplers.SamplerConfig("pf_ode", t_start=5)
+  with pytest.raises(ValueError, match="steps"):
+    samplers.SamplerConfig("ddim", None)
+  assert samplers.SamplerConfig("ddim", 10).label == "ddim10"
+  assert samplers.SamplerConfig("ddim", 3, eta=0.5, t_start=49).label == "ddim3_eta0.5_from49"
+  assert samplers.SamplerConfig("pf_ode", None).label == "pf_ode_tsit5_adaptive"
+  assert samplers.SamplerConfig("paper_code", t_start=9).label == "paper_code_from9"
+  np.testing.assert_array_equal(
+      samplers.sampler_times(samplers.SamplerConfig("ddpm", t_start=3), SCHED), [3, 2, 1, 0, -1])
+  assert samplers.sampler_times(samplers.SamplerConfig("pf_ode"), SCHED) is None

@@ -75,6 +75,32 @@ def test_samplers_started_at_a_step():
     samplers.ddim_sample(eps, sched, jax.random.key(0), y.shape, y_start=y)
 
 
+def test_registry_from_a_start_state_and_the_paper_code_shortcut():
+  """LaMoD's samplers through the registry: 'ddim' and 'ddpm' from (y_start, t_start) are
+  the direct calls; 'paper_code' is DDPM with the ε̂ of the start state frozen."""
+  sched = schedule_lib.linear_schedule(50, 1e-3, 0.05)
+  y = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+  eps = lambda v, t: 0.3 * v + 0.01 * t  # noqa: E731
+  key, t = jax.random.key(1), 20
+  noise_fn = noise.smoothed_noise(3, 1.0, axes=(-1,))
+
+  def run(name, **kw):
+    cfg = samplers.SamplerConfig(name, t_start=t, **kw)
+    return samplers.get_sampler(cfg)(eps, sched, key, y.shape, noise_fn=noise_fn,
+                                     y_start=y)[0]
+
+  direct = dict(y_start=y, t_start=t, noise_fn=noise_fn)
+  np.testing.assert_array_equal(run("ddim", steps=4, eta=0.3), samplers.ddim_sample(
+      eps, sched, key, y.shape, num_steps=4, eta=0.3, **direct)[0])
+  np.testing.assert_array_equal(run("ddpm"), samplers.ddpm_sample(eps, sched, key, y.shape,
+                                                                   **direct)[0])
+  frozen = eps(y, t)
+  np.testing.assert_array_equal(run("paper_code"), samplers.ddpm_sample(
+      lambda v, s: frozen, sched, key, y.shape, **direct)[0])
+  with pytest.raises(ValueError, match="y_start and t_start"):
+    samplers.get_sampler(samplers.SamplerConfig("ddpm", t_start=t))(eps, sched, key, y.shape)
+
+
 def test_phase_gate_freezes_and_starts_fresh():
   params = {"params": {"reg_encoder": {"k": jnp.ones(3)}, "eps_net": {"k": jnp.ones(2)}}}
   grads = jax.tree.map(lambda p: 0.5 * jnp.ones_like(p), params)
