@@ -7,7 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mcsdr_jax import model as mcsdr_model
+from backbones import video as video_backbones
 
 
 def l2_normalize(x, eps: float = 1e-12):
@@ -26,7 +26,7 @@ class ProjectionHead(nn.Module):
 
 
 class AdaConNet(nn.Module):
-  """Encoder (mcsdr_jax.model.make_video_encoder) → pooled feature h;
+  """Encoder (backbones.video.make_video_encoder) → pooled feature h;
   regression = Dense(1)(h) (standardised EF), projection z = ProjectionHead(h).
   Returns (prediction (B,), z (B, proj_features))."""
   encoder: str = "frames"
@@ -38,8 +38,8 @@ class AdaConNet(nn.Module):
 
   @nn.compact
   def __call__(self, video, *, train: bool = False):
-    enc = mcsdr_model.make_video_encoder(self.encoder, self.features,
-                                         dict(self.encoder_kwargs or {}), self.dtype)
+    enc = video_backbones.make_video_encoder(self.encoder, self.features,
+                                             dict(self.encoder_kwargs or {}), self.dtype)
     h = enc(video, train=train).astype(jnp.float32)
     pred = nn.Dense(1, name="regression")(h)[:, 0]
     z = ProjectionHead(self.proj_hidden, self.proj_features, name="projection")(h)

@@ -9,7 +9,7 @@ With γ_con = 0 (or contrastive 'none') only view 1 is encoded: the regression-o
 baseline at the same steps and batches. The ECDF φ of the margins is fitted on the
 training labels only and saved with every checkpoint (`meta`).
 
-Data path, EF standardisation and per-case averaging are mcsdr_jax.task's.
+Data path, EF standardisation and per-case averaging: cardiac_data.ef_data.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from adacon_jax import heads
 from adacon_jax import losses
 from adacon_jax import plots as adacon_plots
 from adacon_jax import views
+from cardiac_data import ef_data
 from evaluation import plots as eval_plots
 from evaluation import regression
-from mcsdr_jax import task as mcsdr_task
 
 
 def check_config(a) -> None:
@@ -69,15 +69,19 @@ def build_model(mcfg) -> heads.AdaConNet:
   return heads.AdaConNet(encoder=mcfg.encoder, encoder_kwargs=dict(mcfg.encoder_kwargs),
                          features=mcfg.features, proj_hidden=mcfg.proj_hidden,
                          proj_features=mcfg.proj_features,
-                         dtype=jnp.dtype(mcfg.get("dtype", "float32")))
+                         dtype=jnp.dtype(mcfg.dtype))
 
 
-class AdaConTask(mcsdr_task.EFData):
+class AdaConTask(ef_data.EFData):
   """Video → EF with an AdaCon (or baseline) contrastive branch; see the module doc."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, workdir: str, *, mesh=None, make_optimizer=None):
+    """`make_optimizer(optim_cfg, num_steps, *, pretrained_encoder)`: the loop's
+    factory. `mesh` is unused (evaluation runs on one device)."""
+    del mesh
+    self.make_optimizer = make_optimizer
     check_config(config.adacon)
-    if config.data.get("attributes") or config.data.get("categorical"):
+    if config.data.attributes or config.data.categorical:
       raise ValueError("config.data.attributes/categorical: the AdaCon task is vision only; "
                        "set them to ()")
     super().__init__(config)
@@ -87,6 +91,12 @@ class AdaConTask(mcsdr_task.EFData):
     self.model = build_model(config.model)
     self.uses_contrast = a.contrastive != "none" and (a.con_weight > 0 or a.pretrain_steps > 0)
     self._apply = jax.jit(lambda p, v: self.model.apply(p, v, train=False))
+
+  def optimizer(self, num_steps: int):
+    """config.optim; a pretrained encoder (config.model.pretrained) trains at
+    config.optim.encoder_lr_mult × the rate."""
+    return self.make_optimizer(self.config.optim, num_steps,
+                               pretrained_encoder=bool(self.config.model.pretrained))
 
   def init(self, rng, batch):
     return self.model.init(rng, batch["video"])
@@ -139,8 +149,8 @@ class AdaConTask(mcsdr_task.EFData):
       preds.append(self.to_percent(pred))
       zs.append(np.asarray(z))
     n = len(self.sources[split])
-    pred = mcsdr_task.average_per_case(n, keys, preds, split)
-    z = mcsdr_task.average_per_case(n, keys, zs, split)
+    pred = ef_data.average_per_case(n, keys, preds, split)
+    z = ef_data.average_per_case(n, keys, zs, split)
     z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     return pred, z, self.labels(split)
 

@@ -1,6 +1,6 @@
 """R(2+1)D-18 video encoder (Tran et al. 2018) in Flax Linen, torchvision layout.
 
-The accelerator-sized alternative to `encoders.SmallVideoEncoder` for real echo clips
+The accelerator-sized alternative to `backbones.video.SmallVideoEncoder` for real echo clips
 (B, T, H, W, C), channels last, same call signature. Layers follow torchvision's
 `r2plus1d_18` (R2Plus1dStem, BasicBlock with Conv2Plus1D, stage widths 64-128-256-512,
 strided first block in stages 2-4 with a 1x1x1 conv + norm shortcut, mean pool), with

@@ -51,7 +51,8 @@ def load_config(config_arg: str, overrides: dict | None = None):
   return config
 
 
-def _flops(cost) -> float:
+def compiled_flops(cost) -> float:
+  """FLOPs of a compiled computation's `cost_analysis()` (0 where XLA reports none)."""
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", 0.0)) if cost else 0.0
 
@@ -66,7 +67,7 @@ def cpu_flops(fn, *args) -> float:
   import jax  # pylint: disable=g-import-not-at-top
   cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
   specs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), args)
-  return _flops(jax.jit(fn).lower(*specs).compile().cost_analysis())
+  return compiled_flops(jax.jit(fn).lower(*specs).compile().cost_analysis())
 
 
 def _batch_size(batch) -> int:
@@ -92,7 +93,7 @@ def bench_config(config_arg: str, *, steps: int = 20, repeats: int = 3,
     task = tasks_lib.make_task(config, workdir)
     mesh = sharding.make_mesh()
     state, tx, state_sh = loop.init_state(task, config, jax.random.key(0), mesh)
-    step_fn = functools.partial(loop._train_step, task.loss, tx,  # pylint: disable=protected-access
+    step_fn = functools.partial(loop.train_step_fn, task.loss, tx,
                                 config.optim.get("ema_decay", 0.0))
     step = jax.jit(step_fn,
                    in_shardings=(state_sh, sharding.data_sharding(mesh)),
@@ -101,7 +102,7 @@ def bench_config(config_arg: str, *, steps: int = 20, repeats: int = 3,
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
-    flops = _flops(compiled.cost_analysis())
+    flops = compiled_flops(compiled.cost_analysis())
     if not flops and jax.devices()[0].platform != "cpu":
       flops = cpu_flops(step_fn, state, batch)
     state, metrics = compiled(state, batch)

@@ -15,14 +15,14 @@ from cardiac_data import sources as sources_lib
 
 def attribute_spec(data_cfg) -> attributes_lib.AttributeSpec:
   default = builders.BUILDERS[data_cfg.dataset].make_config(view=data_cfg.view).attribute_spec()
-  names = tuple(data_cfg.get("attributes", ())) + tuple(data_cfg.get("categorical", ()))
+  names = tuple(data_cfg.attributes) + tuple(data_cfg.categorical)
   unknown = [n for n in names if n not in default.continuous and n not in default.categorical]
   if unknown:
     raise ValueError(f"config.data.attributes: unknown attribute(s) {unknown} for "
                      f"{data_cfg.dataset} (known: {list(default.continuous)} + "
                      f"{list(default.categorical)})")
-  categorical = {name: default.categorical[name] for name in data_cfg.get("categorical", ())}
-  continuous = tuple(n for n in data_cfg.get("attributes", ()) if n in default.continuous)
+  categorical = {name: default.categorical[name] for name in data_cfg.categorical}
+  continuous = tuple(n for n in data_cfg.attributes if n in default.continuous)
   return attributes_lib.AttributeSpec(continuous, categorical)
 
 
@@ -30,7 +30,7 @@ def pipeline_config(data_cfg, seed: int) -> pipeline.PipelineConfig:
   return pipeline.PipelineConfig(
       frames=data_cfg.frames, period=data_cfg.period, image_size=data_cfg.image_size,
       batch_size=data_cfg.batch_size, worker_count=data_cfg.worker_count,
-      augment=data_cfg.augment, sampling=data_cfg.get("sampling", "clip"), seed=seed)
+      augment=data_cfg.augment, sampling=data_cfg.sampling, seed=seed)
 
 
 def average_per_case(num_cases: int, keys, values, split: str = "") -> np.ndarray:

@@ -15,12 +15,13 @@ from cardiac_data.synthetic import cache
 
 
 def cache_root(data_cfg) -> pathlib.Path:
-  return pathlib.Path(data_cfg.cache_dir) if data_cfg.get("cache_dir") else cache.default_cache_dir()
+  return pathlib.Path(data_cfg.cache_dir) if data_cfg.cache_dir else cache.default_cache_dir()
 
 
-def dataset_root(data_cfg) -> pathlib.Path:
-  """`data.root` if set (real data, as distributed), else the synthetic cohort."""
-  if data_cfg.get("root"):
+def dataset_root(data_cfg, **writer_kwargs) -> pathlib.Path:
+  """`data.root` if set (real data, as distributed), else the synthetic cohort of
+  config.data.synthetic (extra keys and `writer_kwargs` go to its writer)."""
+  if data_cfg.root:
     root = pathlib.Path(os.path.expanduser(data_cfg.root))
     if not root.is_dir():
       raise errors.DataFormatError(root, f"config.data.root: folder not found (dataset "
@@ -28,8 +29,9 @@ def dataset_root(data_cfg) -> pathlib.Path:
     return root
   syn = dict(data_cfg.synthetic)
   num_subjects, seed = syn.pop("num_subjects"), syn.pop("seed")
-  return cache.ensure_cohort(data_cfg.dataset, num_subjects, seed,     # Other keys: writer
-                             cache_dir=str(cache_root(data_cfg)), progress=True, **syn)  # params.
+  return cache.ensure_cohort(data_cfg.dataset, num_subjects, seed,
+                             cache_dir=str(cache_root(data_cfg)), progress=True,
+                             **syn, **writer_kwargs)
 
 
 def default_tfds_dir(data_cfg, root: pathlib.Path) -> pathlib.Path:
@@ -48,7 +50,7 @@ def split_names(data_cfg, builder) -> dict[str, str]:
 def load_sources(data_cfg, attribute_spec=None):
   """Returns (builder, {"train"|"val"|"test": tfds data source})."""
   root = dataset_root(data_cfg)
-  tfds_dir = data_cfg.get("tfds_dir") or str(default_tfds_dir(data_cfg, root))
+  tfds_dir = data_cfg.tfds_dir or str(default_tfds_dir(data_cfg, root))
   builder = builders.build(data_cfg.dataset, root, tfds_dir, view=data_cfg.view,
                            size=data_cfg.image_size, attributes=attribute_spec)
   splits = split_names(data_cfg, builder)

@@ -1,4 +1,4 @@
-"""Unity Imaging curve labels → segmentation masks (data_formats.md, "Unity Imaging").
+"""Unity Imaging curve labels → segmentation masks (the Unity Imaging labels JSON).
 
 Labels JSON: {frame_code: {"labels": {name: {"type": T, "x": "x1 x2 …", "y": "y1 y2 …"}}}},
 coordinates in original PNG pixels; T ∈ {'curve', 'point', 'off' (structure absent:

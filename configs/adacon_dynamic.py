@@ -49,7 +49,7 @@ def get_config(arg: str | None = None):
     raise ValueError(f"configs/adacon_dynamic.py: variant {arg!r} names more than one loss")
   c = common.base_config()
   c.task = "adacon"
-  c.data = common.synthetic_data("echonet_dynamic", num_subjects=1200)
+  c.data = common.ef_data("echonet_dynamic", num_subjects=1200)
   c.data.view = "A4C"
   c.data.attributes = ()
   c.data.categorical = ()

@@ -17,7 +17,7 @@ from configs import pediatric
 def get_config(arg: str | None = None):
   size, flags = common.parse_variant(arg, "configs/camus.py")
   c = pediatric.get_config(",".join([size] + sorted(flags)) if size or flags else "")
-  c.data = common.synthetic_data("camus", num_subjects=500 if size != "smoke" else 24)
+  c.data = common.ef_data("camus", num_subjects=500 if size != "smoke" else 24)
   c.data.synthetic.size = 112 if size != "smoke" else 64   # Written frame size (CAMUS: ~600 px).
   c.data.view = "4CH"
   c.data.frames = 16 if size != "smoke" else 8

@@ -19,6 +19,9 @@ def base_config() -> ml_collections.ConfigDict:
       decay_rate=0.1, encoder_lr_mult=0.1, ema_decay=0.0))
   c.checkpoint = ml_collections.ConfigDict(dict(
       save_every=250, keep=2, best_metric="mae", best_mode="min"))
+  # Leaves of at least this many elements are split over the devices (FSDP style;
+  # 0 = parameters replicated), training/sharding.py.
+  c.sharding = ml_collections.ConfigDict(dict(shard_params_min_size=0))
   return c
 
 
@@ -28,6 +31,14 @@ def synthetic_data(dataset: str, num_subjects: int, seed: int = 0) -> ml_collect
   return ml_collections.ConfigDict(dict(
       dataset=dataset, root="", cache_dir="",
       synthetic=ml_collections.ConfigDict(dict(num_subjects=num_subjects, seed=seed))))
+
+
+def ef_data(dataset: str, num_subjects: int) -> ml_collections.ConfigDict:
+  """`synthetic_data` plus the EF tasks' TFDS build folder `tfds_dir` (empty =
+  `<cache>/tfds/<root name>-<path hash>`, cardiac_data/sources.py)."""
+  d = synthetic_data(dataset, num_subjects)
+  d.tfds_dir = ""
+  return d
 
 
 def mcsdr_model() -> ml_collections.ConfigDict:
@@ -51,6 +62,10 @@ def mcsdr_model() -> ml_collections.ConfigDict:
   dtype: computation dtype of the encoder ('bfloat16' on accelerators).
   eps_skip: ε̂ = √(1−ᾱ)·y_t + √ᾱ·F (well conditioned at t ≈ T; see mcsdr_jax/model.py);
     False = the network outputs ε̂ directly, as the published code.
+  adacon: the AdaCon plug-in (adacon_jax/plugin.py): weight > 0 adds weight·AdaCon Eq. 6
+    on the encoder's pooled feature (a projection head proj_hidden → proj_features, a
+    second view per clip: pad-crop `pad`, brightness/contrast jitter; margins from the
+    training-label ECDF with `bucket_width`, logit `scale`); 0 = off, model unchanged.
   """
   return ml_collections.ConfigDict(dict(
       kind="mcsdr", encoder="frames",
@@ -59,7 +74,10 @@ def mcsdr_model() -> ml_collections.ConfigDict:
       features=64, predictor="mcsn", hidden=128, heads=4, num_layers=0, mlp_ratio=4,
       time_dim=64, conditioning="tokens", video_grid=(4, 4, 4), use_attributes=True,
       attr_features=32, attr_dropout=0.1, attr_in_summary=True, pretrained="", dtype="float32",
-      eps_skip=True))
+      eps_skip=True,
+      adacon=ml_collections.ConfigDict(dict(
+          weight=0.0, scale=150.0, bucket_width=0.05, proj_hidden=128, proj_features=128,
+          pad=4, brightness=0.05, contrast=0.1))))
 
 
 def r2plus1d_model(c: ml_collections.ConfigDict) -> None:

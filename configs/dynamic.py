@@ -15,7 +15,7 @@ from configs import pediatric
 def get_config(arg: str | None = None):
   size, _ = common.parse_variant(arg, "configs/dynamic.py", flags=())
   c = pediatric.get_config(size)
-  c.data = common.synthetic_data("echonet_dynamic", num_subjects=2000 if size != "smoke" else 48)
+  c.data = common.ef_data("echonet_dynamic", num_subjects=2000 if size != "smoke" else 48)
   c.data.view = "A4C"
   c.data.frames = 32 if size == "full" else 16
   c.data.period = 4 if size == "full" else 2

@@ -50,8 +50,12 @@ def get_config(arg: str | None = None):
   c.sampling = ml_collections.ConfigDict(dict(
       sampler="ddim", steps=10, eta=0.0, num_samples=1,
       start_step=-1))                # −1 = T − 1 (Alg. 1 starts at M = T).
-  c.pretrain = ml_collections.ConfigDict(dict(
-      steps=300, lr=2e-3, schedule="constant", warmup_steps=0, freeze=True))
+  # Registration pre-training: its own optimiser (Adam, constant rate) for `steps`,
+  # then E_R/D_R frozen (`freeze`) while config.optim trains the rest.
+  c.pretrain = ml_collections.ConfigDict(dict(steps=300, freeze=True,
+                                              optim=common.base_config().optim))
+  c.pretrain.optim.update(name="adam", lr=2e-3, schedule="constant", warmup_steps=0)
+  del c.pretrain.optim["ema_decay"], c.pretrain.optim["encoder_lr_mult"]   # Loop-wide only.
   c.optim.name = "adamw"
   c.optim.lr = 2e-3                  # CPU budget; the paper (and 'full'): 1e-4.
   c.optim.weight_decay = 1e-4
@@ -109,7 +113,7 @@ def get_config(arg: str | None = None):
     c.sampling.steps = 50
     c.sampling.num_samples = 4
     c.pretrain.steps = 20000
-    c.pretrain.lr = 1e-4
+    c.pretrain.optim.lr = 1e-4
     c.optim.lr = 1e-4
     c.optim.schedule = "constant"
     c.num_steps = 60000

@@ -14,8 +14,6 @@ accelerators); 'vision' drops the attributes. The deterministic baseline of Tabl
 """
 from __future__ import annotations
 
-import ml_collections
-
 from configs import common
 
 
@@ -23,7 +21,7 @@ def get_config(arg: str | None = None):
   size, flags = common.parse_variant(arg, "configs/pediatric.py")
   c = common.base_config()
   c.task = "ef_regression"
-  c.data = common.synthetic_data("echonet_pediatric", num_subjects=2000)
+  c.data = common.ef_data("echonet_pediatric", num_subjects=2000)
   c.data.view = "A4C"
   c.data.test_fold = 0        # Official CV: test = fold s, val = fold (s + 1) % 10.
   c.data.frames = 16
@@ -38,11 +36,6 @@ def get_config(arg: str | None = None):
 
   c.model = common.mcsdr_model()
   c.model.use_attributes = "vision" not in flags
-  # AdaCon plug-in (adacon_jax): weight > 0 adds weight·Eq. 6 on the encoder's pooled
-  # feature (a projection head, a second view per clip); 0 = off, the model unchanged.
-  c.model.adacon = ml_collections.ConfigDict(dict(
-      weight=0.0, scale=150.0, bucket_width=0.05, proj_hidden=128, proj_features=128, pad=4,
-      brightness=0.05, contrast=0.1))
   c.diffusion = common.diffusion()
   c.diffusion.noise_draws = 8
   c.diffusion.aux_weight = 1.0   # Random-init encoder: EF supervision (0 = Eq. 6 alone).

@@ -2,30 +2,29 @@
 three-vendor synthetic scenario (`cardiac_data/synthetic/seg_domains.py`).
 
   python -m launch.train --config=configs/seg_partial.py:inter --workdir=/tmp/seg
-  python -m launch.train --config=configs/seg_partial.py:inter,smoke --config.loss.name=abce
+  python -m launch.train --config=configs/seg_partial.py:inter,smoke,abce
+  python -m launch.train --config=configs/seg_partial.py:inter,swin_unet,marginal
   python -m launch.seg_summary --config=configs/seg_partial.py:inter --workdir=/tmp/seg_sum
 
-Variants (comma-separated): one scenario, optionally one architecture and one size.
+Variants (comma-separated): one scenario, at most one architecture, one loss and one size.
   scenario  'inter' (default; §5.3: CAMUS-like fully labelled + Unity-like with LA
             withheld in training and validation), 'intra' (§5.2: CAMUS-like only, LVM
             removed from 50 % of the patients), 'all3' (+ the EchoNet-like LV-only
             domain), 'dropout' (inter with aCCE and label dropout p = 0.4, the U-Net's
             best in §5.3; `launch.seg_summary` sweeps p over 0, 0.1, …, 1).
-  arch      '' (U-Net), 'attention_unet', 'swin_unet': sets config.model.arch and
-            that architecture's optimiser defaults (config.arch_optim: Swin-UNet
-            trains with AdamW 1e-3 and gradient clipping at global norm 1; with SGD
-            at the U-Net's 0.05 it diverges, at the published 0.01 + clipping it
-            stays at background only).
+  arch      'unet' (default), 'attention_unet', 'swin_unet': config.model.arch with that
+            architecture's optimiser (ARCH_OPTIM: Swin-UNet trains with AdamW 1e-3 and
+            gradient clipping at global norm 1; with SGD at the U-Net's 0.05 it
+            diverges, at the published 0.01 + clipping it stays at background only).
+  loss      'cce', 'acce', 'marginal' (the default), 'abce', 'pseudo', or 'full_labels'
+            (the fully labelled benchmark: CCE with nothing withheld): config.loss.name
+            with that loss's settings (LOSS_DEFAULTS: aBCE gets the Dice term).
   size      '' (CPU: 300 patients per domain, 64×64 images, U-Net width 1/8,
-            depth 3, 1200 steps; one run ≈ 3.5 min on 2 cores), 'smoke' (32×32, seconds), 'full' (256×256, width 1, depth 4, the
-            paper's size, for accelerators).
-Loss: --config.loss.name in cce, acce, marginal, abce, pseudo (with
---config.loss.name=abce also pass config.loss_defaults.abce, i.e.
---config.loss.dice_weight=1; `launch.seg_summary` applies them). Choose the architecture
-by the variant (or `launch.seg_summary --archs`), which also applies
-config.arch_optim; a bare --config.model.arch override keeps the U-Net's optimiser
-(the task logs a warning). The fully labelled benchmark
-is --config.data.withheld='{}' (launch.seg_summary runs it as 'full_labels').
+            depth 3, 1200 steps; one run ≈ 3.5 min on 2 cores), 'smoke' (32×32,
+            seconds), 'full' (256×256, width 1, depth 4, the paper's size, for
+            accelerators).
+`launch.train` and `launch.seg_summary` build every run from these variants alike; a
+bare --config.loss.name or --config.model.arch override changes that field only.
 """
 from __future__ import annotations
 
@@ -35,28 +34,32 @@ from configs import common
 
 SCENARIOS = ("inter", "intra", "all3", "dropout")
 ARCHS = ("unet", "attention_unet", "swin_unet")
+BENCHMARK = "full_labels"
+LOSSES = ("cce", "acce", "marginal", "abce", "pseudo", BENCHMARK)
+#: config.optim entries per architecture. Swin-UNet from scratch: SGD at 0.05 diverges;
+#: the published SGD 0.01 (which starts from ImageNet weights) with clipping at 1 stayed
+#: at background only for 300 steps; AdamW 1e-3 with clipping at 1 trains (validation
+#: LV Dice 0.81 at step 300).
+ARCH_OPTIM = {"swin_unet": dict(name="adamw", lr=1e-3, grad_clip=1.0)}
+#: config.loss entries per loss. aBCE ('present') with the Dice term: without it its LA
+#: channel failed to train on one of two seeds (validation CAMUS-like LA Dice 0.02;
+#: with it 0.94).
+LOSS_DEFAULTS = {"abce": dict(dice_weight=1.0)}
 
 
-def set_arch(c, arch: str):
-  """c with config.model.arch = arch and that architecture's config.arch_optim
-  entries written into config.optim (in place; returns c)."""
-  if arch not in ARCHS:
-    raise ValueError(f"config.model.arch: {arch!r} is not one of {ARCHS}")
-  c.model.arch = arch
-  for k, v in dict(c.get("arch_optim", {}).get(arch, {})).items():
-    c.optim[k] = v
-  return c
+def _one(chosen: set, options, kind: str, arg):
+  if len(chosen) > 1:
+    raise ValueError(f"configs/seg_partial.py: choose at most one {kind} of {options}, "
+                     f"got {arg!r}")
+  return next(iter(chosen)) if chosen else None
 
 
 def get_config(arg: str | None = None):
   size, flags = common.parse_variant(arg, "configs/seg_partial.py",
-                                     flags=SCENARIOS + ARCHS[1:])
-  scenarios = flags & set(SCENARIOS)
-  archs = flags - scenarios
-  if len(scenarios) > 1 or len(archs) > 1:
-    raise ValueError(f"configs/seg_partial.py: choose one scenario of {SCENARIOS} and at most "
-                     f"one architecture of {ARCHS[1:]}, got {arg!r}")
-  scenario = next(iter(scenarios)) if scenarios else "inter"
+                                     flags=SCENARIOS + ARCHS + LOSSES)
+  scenario = _one(flags & set(SCENARIOS), SCENARIOS, "scenario", arg) or "inter"
+  arch = _one(flags & set(ARCHS), ARCHS, "architecture", arg) or "unet"
+  loss = _one(flags & set(LOSSES), LOSSES, "loss", arg)
   c = common.base_config()
   c.task = "segmentation"
   c.scenario = scenario
@@ -76,20 +79,14 @@ def get_config(arg: str | None = None):
     c.data.withheld = {"unity": ("la",)}
     c.data.withheld_fraction = {}
 
-  c.model = ml_collections.ConfigDict(dict(arch="unet", width=0.125, depth=3, window=8))
-  # Optimiser settings that differ by architecture (applied by `set_arch`).
-  # Swin-UNet from scratch: SGD at 0.05 diverges; the published SGD 0.01 (which starts
-  # from ImageNet weights) with clipping at 1 stayed at background only for 300 steps;
-  # AdamW 1e-3 with clipping at 1 trains (validation LV Dice 0.81 at step 300).
-  c.arch_optim = ml_collections.ConfigDict({"swin_unet": dict(name="adamw", lr=1e-3,
-                                                              grad_clip=1.0)})
+  # depth: U-Net levels; window, depths, heads: Swin-UNet's (embed 96·width).
+  c.model = ml_collections.ConfigDict(dict(arch=arch, width=0.125, depth=3, window=8,
+                                           depths=(2, 2, 2, 2), heads=(3, 6, 12, 24)))
+  # teacher_steps: training steps of the pseudo-label teacher ('pseudo'); 0 = the
+  # student's num_steps.
   c.loss = ml_collections.ConfigDict(dict(
       name="marginal", acce_reading="normaliser", marginal_form="paper",
       abce_reading="present", dice_weight=0.0, label_dropout=0.0, teacher_steps=0))
-  # Loss settings that differ by loss (applied by `launch.seg_summary`, or pass them):
-  # aBCE ('present') with the Dice term; without it its LA channel failed to train on
-  # one of two seeds (validation CAMUS-like LA Dice 0.02; with it 0.94).
-  c.loss_defaults = ml_collections.ConfigDict({"abce": dict(dice_weight=1.0)})
   if scenario == "dropout":
     c.loss.name = "acce"
     c.loss.label_dropout = 0.4
@@ -136,4 +133,13 @@ def get_config(arg: str | None = None):
     c.num_steps = 20000
     c.eval_every = 1000
     c.checkpoint.save_every = 1000
-  return set_arch(c, next(iter(archs)) if archs else "unet")
+  c.optim.update(ARCH_OPTIM.get(arch, {}))
+  if loss == BENCHMARK:
+    c.loss.name = "cce"
+    c.loss.label_dropout = 0.0
+    c.data.withheld = {}
+    c.data.withheld_fraction = {}
+  elif loss:
+    c.loss.name = loss
+    c.loss.update(LOSS_DEFAULTS.get(loss, {}))
+  return c

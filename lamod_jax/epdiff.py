@@ -179,7 +179,7 @@ def laplacian(f: jax.Array, n_spatial: int) -> jax.Array:
   return out
 
 
-def _apply_l(v: jax.Array, metric: Metric, l_hat) -> jax.Array:
+def apply_l(v: jax.Array, metric: Metric, l_hat) -> jax.Array:
   """m = L v; a stencil when s is an integer (identical to the Fourier symbol)."""
   nsp = v.shape[0]
   s = float(metric.s)
@@ -363,7 +363,7 @@ def _make_step(metric: Metric, spatial: tuple[int, ...], dtype, dt: float,
     if scheme == "conservative":
       r = fused_adstar_l(v, metric)
     else:
-      r = ad_star(v, _apply_l(v, metric, l_np), scheme)
+      r = ad_star(v, apply_l(v, metric, l_np), scheme)
     dv = -metric_lib.apply_symbol(r, k_np, nsp)
     du = interpolate(v, ident + u, "wrap") if want_phi else None
     dw = None

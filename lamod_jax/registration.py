@@ -117,7 +117,7 @@ class RegistrationResult(NamedTuple):
   data: jax.Array
 
 
-def _inverse_map(v0, config: RegistrationConfig, want_phi: bool = False):
+def end_maps(v0, config: RegistrationConfig, want_phi: bool = False):
   """(φ₁⁻¹, φ₁ or None) for v0 under the configured form."""
   if config.form == "lagomorph":
     geo = lagomorph_lib.shoot_v0(v0, config.metric, config.n_steps, return_all=False,
@@ -132,7 +132,7 @@ def _inverse_map(v0, config: RegistrationConfig, want_phi: bool = False):
 
 def _evaluate(v0, source, target, config: RegistrationConfig, want_phi: bool = False):
   """(regularity, data, S∘φ₁⁻¹, φ₁⁻¹, φ₁ or None) at v0."""
-  phi_inv, phi = _inverse_map(v0, config, want_phi)
+  phi_inv, phi = end_maps(v0, config, want_phi)
   warped = epdiff.warp(source, phi_inv, config.boundary)
   reg = 0.5 * config.metric.energy(v0)
   data = jnp.sum((warped - target) ** 2) / (2.0 * config.sigma ** 2)

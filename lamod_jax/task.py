@@ -42,7 +42,6 @@ from lamod_jax import phases
 from lamod_jax import registration as registration_lib
 from lamod_jax import strain
 from lamod_jax.metric import Metric
-from training import optim
 
 METHODS = ("lamod", "registration", "regression")
 TRAINING_MODES = ("x0", "paper_code")
@@ -123,7 +122,12 @@ def _channels_first(u):
 class LaMoDTask:
   """DENSE-supervised motion from masks: LaMoD and its two baselines."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, workdir: str, *, mesh=None, make_optimizer=None):
+    """`make_optimizer(optim_cfg, num_steps)`: the loop's optimiser factory
+    (`training.optim.make_optimizer`), used for both phases. `mesh` is unused (LaMoD
+    evaluates on one device)."""
+    del mesh
+    self.make_optimizer = make_optimizer
     self.config = config
     self.workdir = workdir
     d, m, df = config.data, config.model, config.diffusion
@@ -138,7 +142,7 @@ class LaMoDTask:
         reg_widths=tuple(m.reg_widths), latent=m.latent, eps_widths=tuple(m.eps_widths),
         step_dim=m.step_dim, decoder_widths=tuple(m.decoder_widths),
         baseline_widths=tuple(m.baseline_widths), dense_size=self.dense_size,
-        normalize_latent=m.normalize_latent, baseline_pool=m.get("baseline_pool", 1))
+        normalize_latent=m.normalize_latent, baseline_pool=m.baseline_pool)
     r = config.registration
     self.reg_cfg = registration_lib.RegistrationConfig(
         metric=Metric(alpha=r.alpha, gamma=r.gamma, s=r.s), sigma=r.sigma, n_steps=r.n_steps,
@@ -169,18 +173,13 @@ class LaMoDTask:
     return self.model.init(fast_key(rng), pairs(batch["reg"]), pairs(batch["masks"]))
 
   def optimizer(self, num_steps: int) -> optax.GradientTransformation:
-    """Adam for the registration phase, config.optim (AdamW 1e-4, wd 1e-4 in the paper)
-    for the joint phase, gated by step (`lamod_jax.phases`)."""
-    p = self.config.pretrain
-    reg_tx = optax.adam(optim.make_schedule(p, max(self.pretrain_steps, 1)))
-    joint_tx = optax.adamw(optim.make_schedule(self.config.optim,
-                                               num_steps - self.pretrain_steps),
-                           weight_decay=self.config.optim.weight_decay)
-    clip = self.config.optim.get("grad_clip", 0.0)
-    if clip:
-      joint_tx = optax.chain(optax.clip_by_global_norm(clip), joint_tx)
-    return phases.two_phase(reg_tx, joint_tx, self.pretrain_steps,
-                            self.config.pretrain.get("freeze", True))
+    """config.pretrain.optim (Adam) for the registration phase, config.optim (AdamW 1e-4,
+    wd 1e-4 in the paper) for the joint phase, gated by step (`lamod_jax.phases`)."""
+    if self.make_optimizer is None:
+      raise ValueError("LaMoDTask needs make_optimizer (training.tasks.make_task passes it)")
+    reg_tx = self.make_optimizer(self.config.pretrain.optim, max(self.pretrain_steps, 1))
+    joint_tx = self.make_optimizer(self.config.optim, num_steps - self.pretrain_steps)
+    return phases.two_phase(reg_tx, joint_tx, self.pretrain_steps, self.config.pretrain.freeze)
 
   def _batch(self, split, idx, phase):
     arr = self.data[split]
@@ -221,7 +220,7 @@ class LaMoDTask:
       metrics.update(reg_regularity=jnp.mean(reg) / npix, reg_data=jnp.mean(data) / npix)
       return metrics["reg_regularity"] + metrics["reg_data"], metrics
     z = self.model.apply(params, pairs(batch["reg"]), method=networks.LaMoD.encode)
-    if self.config.pretrain.get("freeze", True):
+    if self.config.pretrain.freeze:
       z = jax.lax.stop_gradient(z)
     rng = fast_key(rng)
     eps_fn = functools.partial(self.model.apply, params, method=networks.LaMoD.eps)
@@ -259,23 +258,15 @@ class LaMoDTask:
                                     self.noise_fn(k_noise, z.shape, z.dtype))
     eps_fn = lambda y, step: self.model.apply(  # noqa: E731
         params, y, jnp.broadcast_to(step, (y.shape[0],)), method=networks.LaMoD.eps)
-    if s.sampler == "ddim":
-      out, _ = samplers.ddim_sample(eps_fn, self.schedule, k_chain, z.shape,
-                                    num_steps=min(s.steps, m + 1), eta=s.eta,
-                                    noise_fn=self.noise_fn, y_start=z_m, t_start=m)
-    elif s.sampler == "ddpm":
-      out, _ = samplers.ddpm_sample(eps_fn, self.schedule, k_chain, z.shape,
-                                    noise_fn=self.noise_fn, y_start=z_m, t_start=m)
-    else:
-      eps = eps_fn(z_m, m)
-      out, _ = samplers.ddpm_sample(lambda y, step: eps, self.schedule, k_chain, z.shape,
-                                    noise_fn=self.noise_fn, y_start=z_m, t_start=m)
+    cfg = samplers.SamplerConfig(s.sampler, steps=min(s.steps, m + 1), eta=s.eta, t_start=m)
+    out, _ = samplers.get_sampler(cfg)(eps_fn, self.schedule, k_chain, z.shape,
+                                       noise_fn=self.noise_fn, y_start=z_m)
     return out
 
   def _predict_batch(self, params, reg_seq, mask_seq, key, num_samples: int):
     """Displacements (B, F−1, 2, H, W) on the DENSE grid: LaMoD, registration, regression."""
     z, v0 = self.registration(params, reg_seq)
-    u_reg = jax.vmap(jax.vmap(lambda v: epdiff.displacement(registration_lib._inverse_map(
+    u_reg = jax.vmap(jax.vmap(lambda v: epdiff.displacement(registration_lib.end_maps(
         v, self.reg_cfg, want_phi=True)[1])))(v0)          # u = φ₁ − id, Lagrangian
     u_reg = to_dense_grid(u_reg, self.dense_size)
 

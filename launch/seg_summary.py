@@ -6,12 +6,13 @@ r"""Partial-label segmentation comparison: losses × architectures (× label-dro
   python -m launch.seg_summary --config=configs/seg_partial.py:dropout --workdir=/tmp/seg_drop \
       --losses=acce,marginal,abce --dropout_ps=0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1
 
-Each run is `training.loop.train_and_evaluate` of the config with config.model.arch (and
-that architecture's config.arch_optim) and config.loss.name (and that loss's
-config.loss_defaults, e.g. aBCE's Dice term) set, in WORKDIR/<arch>-<loss>[-p<p>]; a run whose metrics.json exists
-is reused (re-running resumes the table). 'full_labels' is the fully labelled benchmark:
-CCE with nothing withheld (config.data.withheld = {}). Any --config.x=y override applies
-to every run.
+Each run is `training.loop.train_and_evaluate` of the config file's
+`get_config("<variant>,<arch>,<loss>")`, the same config that `launch.train
+--config=FILE:<variant>,<arch>,<loss>` trains (the architecture's optimiser and the
+loss's settings are variants of the config file), in WORKDIR/<arch>-<loss>[-p<p>]; a run
+whose metrics.json exists is reused (re-running resumes the table). 'full_labels' is the
+fully labelled benchmark: CCE with nothing withheld. Any --config.x=y override applies
+to every run, after the variants.
 
 Writes WORKDIR/summary.json (one row per run: test Dice per structure overall and per
 domain, the Dice of the withheld structure in its domain, HD95, EF MAE) and
@@ -20,9 +21,10 @@ paper's Figs. 3 and 5), or with --dropout_ps WORKDIR/dropout_sweep.png (Fig. 6).
 """
 from __future__ import annotations
 
-import copy
+import importlib.util
 import json
 import os
+import pathlib
 
 from absl import app
 from absl import flags
@@ -49,22 +51,21 @@ def _define_flags():
 BENCHMARK = "full_labels"
 
 
-def run_config(base, arch: str, loss: str, p: float | None):
-  """The config of one run: `arch` with its optimiser defaults
-  (`configs.seg_partial.set_arch`), `loss` with its config.loss_defaults entries, and
-  label-dropout p if given."""
-  from configs import seg_partial
-  c = seg_partial.set_arch(copy.deepcopy(base), arch)
-  if loss == BENCHMARK:
-    c.loss.name = "cce"
-    c.loss.label_dropout = 0.0
-    c.data.withheld = {}
-    c.data.withheld_fraction = {}
-    return c
-  c.loss.name = loss
-  for k, v in dict(c.get("loss_defaults", {}).get(loss, {})).items():
-    c.loss[k] = v
-  if p is not None:
+def load_config_module(path: str):
+  """The config file at `path` (configs/*.py) as a module."""
+  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def run_config(config_arg: str, overrides: dict, arch: str, loss: str, p: float | None):
+  """The config of one run: FILE's get_config with the --config variant plus `arch` and
+  `loss`, then the --config.x=y `overrides`, and label-dropout p if given."""
+  path, _, variant = config_arg.partition(":")
+  c = load_config_module(path).get_config(",".join(v for v in (variant, arch, loss) if v))
+  c.update_from_flattened_dict(dict(overrides))
+  if p is not None and loss != BENCHMARK:
     c.loss.label_dropout = float(p)
   return c
 
@@ -112,6 +113,12 @@ def main(argv):
   base = FLAGS.config
   if base.task != "segmentation":
     raise app.UsageError(f"--config: task {base.task!r} is not 'segmentation'")
+  config_arg = config_flags.get_config_filename(FLAGS["config"])
+  overrides = config_flags.get_override_values(FLAGS["config"])
+  for field in ("model.arch", "loss.name"):
+    if field in overrides:
+      raise app.UsageError(f"--config.{field}: give architectures with --archs and losses "
+                           "with --losses")
   workdir = os.path.abspath(FLAGS.workdir)
   os.makedirs(workdir, exist_ok=True)
   key = withheld_key(base)
@@ -132,7 +139,8 @@ def main(argv):
           logging.info("reusing %s", path)
         else:
           logging.info("training %s", name)
-          metrics = loop.train_and_evaluate(run_config(base, arch, loss, p), run_dir)
+          metrics = loop.train_and_evaluate(
+              run_config(config_arg, overrides, arch, loss, p), run_dir)
         rows.append(summary_row(arch, loss, p, metrics, key))
         writers.write_json(os.path.join(workdir, "summary.json"), {"rows": rows})
   if ps != [None]:

@@ -26,7 +26,7 @@ def default_workdir(config_arg: str) -> str:
   return os.path.join("workdirs", f"{name}-{variant}" if variant else name)
 
 
-class _QuietLibraries(logging.logging.Filter):
+class QuietLibraries(logging.logging.Filter):
   """Drops INFO chatter of orbax and grain (kept: warnings and errors)."""
 
   def filter(self, record):
@@ -37,7 +37,7 @@ class _QuietLibraries(logging.logging.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(QuietLibraries())
   from training import loop  # Imported after flag parsing (JAX reads XLA_FLAGS on import).
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("workdir: %s", os.path.abspath(workdir))

@@ -23,23 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from backbones import video as video_backbones
 from diffusion import schedule as schedule_lib
 from mcsdr_jax import encoders
 from mcsdr_jax import score_net
 
-ENCODERS = ("frames", "small", "r2plus1d")
 CONDITIONINGS = ("tokens", "paper_code")
-
-
-def make_video_encoder(name: str, features: int, kwargs: dict[str, Any], dtype) -> nn.Module:
-  if name == "frames":
-    return encoders.FrameEncoder(features=features, dtype=dtype, name="encoder", **kwargs)
-  if name == "small":
-    return encoders.SmallVideoEncoder(features=features, dtype=dtype, name="encoder", **kwargs)
-  if name == "r2plus1d":
-    from mcsdr_jax import r2plus1d  # pylint: disable=g-import-not-at-top
-    return r2plus1d.R2Plus1D18(features=features, dtype=dtype, name="encoder", **kwargs)
-  raise ValueError(f"config.model.encoder: unknown encoder {name!r}; choose from {ENCODERS}")
 
 
 def _pool_matrix(size: int, bins: int) -> np.ndarray:
@@ -82,8 +71,8 @@ class Conditioner(nn.Module):
     if self.conditioning not in CONDITIONINGS:
       raise ValueError(f"config.model.conditioning: {self.conditioning!r} is not one of "
                        f"{CONDITIONINGS}")
-    enc = make_video_encoder(self.encoder, self.features, dict(self.encoder_kwargs or {}),
-                             self.dtype)
+    enc = video_backbones.make_video_encoder(self.encoder, self.features,
+                                             dict(self.encoder_kwargs or {}), self.dtype)
     pooled, fmap = enc(batch["video"], train=train, return_tokens=True)
     pooled, fmap = pooled.astype(jnp.float32), fmap.astype(jnp.float32)
     attrs = None
@@ -121,17 +110,18 @@ class MCSDR(nn.Module):
   v-prediction (x̂0 = √ᾱ_t·y_t − √(1−ᾱ_t)·F). The loss is still Eq. 6. Without it (the
   published code) ε̂ must reproduce y_t to ~1e-3 at t ≈ T, where DDIM's first
   x̂0 = (y − √(1−ᾱ)ε̂)/√ᾱ multiplies the error by 1/√ᾱ_999 ≈ 157.
-  `schedule` = (T, β_start, β_end) gives ᾱ_t by the continuous VP form at s = (t+1)/T.
-  `projection` = (hidden, features) adds AdaCon's projection head on the encoder's pooled
-  feature (the config.model.adacon plug-in); () = none, the parameters are unchanged.
+  `schedule` (diffusion.schedule.VPSchedule) gives ᾱ_t by the continuous VP form at
+  s = (t+1)/T (`VPSchedule.alpha_bar_at_step`).
+  `proj_head` is a plug-in's projection head on the encoder's pooled feature (the
+  AdaCon plug-in, config.model.adacon); None = none, the parameters are unchanged.
   """
   num_categories: Sequence[int]
   predictor: str = "mcsn"
   predictor_kwargs: Any = None
   conditioner_kwargs: Any = None
   eps_skip: bool = True
-  schedule: Sequence[float] = (1000, 1e-4, 0.02)
-  projection: Sequence[int] = ()
+  schedule: schedule_lib.VPSchedule = schedule_lib.VPSchedule()
+  proj_head: nn.Module | None = None
 
   def setup(self):
     if self.predictor not in score_net.PREDICTORS:
@@ -141,9 +131,6 @@ class MCSDR(nn.Module):
     self.conditioner = Conditioner(self.num_categories, **dict(self.conditioner_kwargs or {}))
     self.head = score_net.PREDICTORS[self.predictor](**kw)
     self.aux_head = nn.Dense(1)
-    if self.projection:
-      from adacon_jax import heads  # pylint: disable=g-import-not-at-top
-      self.proj_head = heads.ProjectionHead(*self.projection)
 
   def condition(self, batch, *, train: bool = False):
     """Memory of the predictor for each case (encoders run here, once)."""
@@ -154,8 +141,7 @@ class MCSDR(nn.Module):
     out = self.head(memory, y, t)
     if not self.eps_skip:
       return out
-    n, b0, b1 = self.schedule
-    ab = schedule_lib.alpha_bar_continuous((jnp.asarray(t, jnp.float32) + 1.0) / n, n, b0, b1)
+    ab = self.schedule.alpha_bar_at_step(t)
     return jnp.sqrt(1.0 - ab) * y + jnp.sqrt(ab) * out
 
   def condition_and_aux(self, batch, *, train: bool = False):
@@ -165,17 +151,17 @@ class MCSDR(nn.Module):
     return self.head.prepare(context), self.aux_head(context[:, 0])[:, 0]
 
   def condition_aux_and_projection(self, batch, *, train: bool = False):
-    """(memory, EF estimate, AdaCon embedding z (B, features) of the pooled feature)."""
+    """(memory, EF estimate, the plug-in's embedding z (B, features) of the pooled feature)."""
     context, pooled = self.conditioner(batch, train=train, return_pooled=True)
     return (self.head.prepare(context), self.aux_head(context[:, 0])[:, 0],
             self.proj_head(pooled))
 
   def project(self, batch, *, train: bool = False):
-    """AdaCon embedding z of the pooled video feature only (a second view)."""
+    """The plug-in's embedding z of the pooled video feature only (a second view)."""
     return self.proj_head(self.conditioner(batch, train=train, return_pooled=True)[1])
 
   def __call__(self, batch, y, t, *, train: bool = False):
-    if self.projection:
+    if self.proj_head is not None:
       return self.eps(self.condition_aux_and_projection(batch, train=train)[0], y, t)
     return self.eps(self.condition_and_aux(batch, train=train)[0], y, t)
 

@@ -7,53 +7,15 @@ case's samples do not depend on which other cases share its batch.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 
 from diffusion import samplers
+from diffusion.samplers import SamplerConfig
 from diffusion.schedule import VPSchedule
-
-SAMPLERS = ("ddim", "ddpm", "pf_ode")
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplerConfig:
-  """name: 'ddim' (τ = `steps`, η = `eta`, `spacing`), 'ddpm' (all T steps) or 'pf_ode'
-  (diffrax; `steps` None = adaptive with rtol/atol, else fixed steps of `solver`)."""
-  name: str = "ddim"
-  steps: int | None = 10
-  eta: float = 0.0
-  spacing: str = "trailing"
-  solver: str = "tsit5"
-  rtol: float = 1e-4
-  atol: float = 1e-4
-
-  def __post_init__(self):
-    if self.name not in SAMPLERS:
-      raise ValueError(f"sampler name {self.name!r} is not one of {SAMPLERS}")
-    if self.name == "ddim" and not self.steps:
-      raise ValueError("the DDIM sampler needs steps ≥ 1")
-
-  @property
-  def label(self) -> str:
-    if self.name == "ddim":
-      return f"ddim{self.steps}" + (f"_eta{self.eta:g}" if self.eta else "")
-    if self.name == "pf_ode":
-      return f"pf_ode_{self.solver}" + (f"{self.steps}" if self.steps else "_adaptive")
-    return "ddpm"
-
-
-def sampler_times(cfg: SamplerConfig, schedule: VPSchedule):
-  """Diffusion times of the states a trajectory holds (prior first), for plots."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  if cfg.name == "ddim":
-    return samplers.ddim_timesteps(schedule.num_steps, cfg.steps, cfg.spacing)
-  if cfg.name == "ddpm":
-    return np.arange(schedule.num_steps, -1, -1) - 1
-  return None
+from evaluation import sharded
 
 
 def per_case_noise(case_ids):
@@ -62,22 +24,6 @@ def per_case_noise(case_ids):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(case_ids)
     return jax.vmap(lambda k: jax.random.normal(k, shape[1:], dtype))(keys)
   return noise
-
-
-def run_sampler(cfg: SamplerConfig, eps_fn, schedule: VPSchedule, key, shape, noise_fn,
-                return_trajectory: bool = False):
-  """One chain of `cfg` for a batch state of `shape`; returns (y0, trajectory or None)."""
-  if cfg.name == "ddim":
-    return samplers.ddim_sample(eps_fn, schedule, key, shape, num_steps=cfg.steps, eta=cfg.eta,
-                                spacing=cfg.spacing, noise_fn=noise_fn,
-                                return_trajectory=return_trajectory)
-  if cfg.name == "ddpm":
-    return samplers.ddpm_sample(eps_fn, schedule, key, shape, noise_fn=noise_fn,
-                                return_trajectory=return_trajectory)
-  y, _ = samplers.pf_ode_sample(eps_fn, schedule, key, shape, solver=cfg.solver,
-                                num_steps=cfg.steps, rtol=cfg.rtol, atol=cfg.atol,
-                                noise_fn=noise_fn)
-  return y, None
 
 
 def sample_from_memory(model, params, memory, case_ids, key, schedule: VPSchedule, *,
@@ -93,12 +39,14 @@ def sample_from_memory(model, params, memory, case_ids, key, schedule: VPSchedul
     return model.apply(params, memory, y, t, method=model.eps)
 
   noise_fn = per_case_noise(jnp.asarray(case_ids, jnp.int32))
+  chain = samplers.get_sampler(sampler)
 
   def one_chain(k):
-    return run_sampler(sampler, eps_fn, schedule, k, (b,), noise_fn, return_trajectory)
+    return chain(eps_fn, schedule, k, (b,), noise_fn=noise_fn,
+                 return_trajectory=return_trajectory)
 
   samples, traj = jax.vmap(one_chain)(jax.random.split(key, num_samples))   # (K, B), (K, S, B)
-  if return_trajectory:
+  if traj is not None:   # 'pf_ode' keeps no trajectory
     traj = jnp.transpose(traj, (2, 0, 1))
   return samples.T, traj
 
@@ -122,25 +70,27 @@ def make_sampler(model, schedule: VPSchedule, *, num_samples: int, sampler: Samp
                  return_trajectory: bool = False, mesh=None):
   """jit-compiled `fn(params, batch, key) -> (samples (B, K), trajectories or None)`.
 
-  With several devices (or an explicit `mesh`), the cases of a batch are split over
-  the mesh's "data" axis (padded to a multiple of the device count, then cut back);
-  each case's K chains stay on its device. Per-case noise (`per_case_noise`) makes
-  the samples independent of the split. The diffrax PF-ODE runs under the same
-  `Auto` mesh (the combination that works, ../shared/reference/jax_stack.md).
+  On a `mesh` of several devices (the training loop hands the task its mesh), the
+  cases of a batch are split over the mesh's first axis (padded to a multiple of its
+  size, then cut back); each case's K chains stay on its device. Per-case noise
+  (`per_case_noise`) makes the samples independent of the split. The diffrax PF-ODE
+  runs under the same `Auto` mesh (the combination that works,
+  ../shared/reference/jax_stack.md).
   """
-  from training import sharding  # pylint: disable=g-import-not-at-top
   fn = functools.partial(sample_posterior, model, schedule=schedule, num_samples=num_samples,
                          sampler=sampler, return_trajectory=return_trajectory)
-  if mesh is None and jax.device_count() == 1:
+  if mesh is None or mesh.size == 1:
+    if jax.device_count() > 1 and mesh is None:
+      raise ValueError("make_sampler: several devices and no mesh; pass the mesh to split "
+                       "the cases over")
     return jax.jit(fn)
-  mesh = mesh if mesh is not None else sharding.make_mesh()
-  n = mesh.shape[sharding.DATA]
-  jitted = jax.jit(fn, out_shardings=sharding.replicated(mesh))
+  n = mesh.shape[mesh.axis_names[0]]
+  jitted = jax.jit(fn, out_shardings=sharded.replicated(mesh))
 
-  def sharded(params, batch, key):
-    padded, b = sharding.pad_to_multiple(batch, n)
-    params = jax.device_put(params, sharding.replicated(mesh))   # no-op when already there
-    samples, traj = jitted(params, sharding.shard_host_array(padded, mesh), key)
+  def run(params, batch, key):
+    padded, b = sharded.pad_to_multiple(batch, n)
+    params = jax.device_put(params, sharded.replicated(mesh))   # no-op when already there
+    samples, traj = jitted(params, sharded.shard_cases(padded, mesh), key)
     return samples[:b], (None if traj is None else traj[:b])
 
-  return sharded
+  return run

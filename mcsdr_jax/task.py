@@ -15,11 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cardiac_data import attributes as attributes_lib
 from cardiac_data import builders
-from cardiac_data import pipeline
-from cardiac_data import sources as sources_lib
+from cardiac_data import ef_data
 from diffusion import losses as diffusion_losses
+from diffusion import samplers
 from diffusion import schedule as schedule_lib
 from evaluation import probabilistic
 from evaluation import regression
@@ -34,36 +33,19 @@ RAW_KEYS = ("crps", "crps_all_pairs", "coverage50", "coverage90", "sigma_mean",
             "sigma_error_spearman", "pit_hist")
 
 
-def attribute_spec(data_cfg) -> attributes_lib.AttributeSpec:
-  default = builders.BUILDERS[data_cfg.dataset].make_config(view=data_cfg.view).attribute_spec()
-  names = tuple(data_cfg.get("attributes", ())) + tuple(data_cfg.get("categorical", ()))
-  unknown = [n for n in names if n not in default.continuous and n not in default.categorical]
-  if unknown:
-    raise ValueError(f"config.data.attributes: unknown attribute(s) {unknown} for "
-                     f"{data_cfg.dataset} (known: {list(default.continuous)} + "
-                     f"{list(default.categorical)})")
-  categorical = {name: default.categorical[name] for name in data_cfg.get("categorical", ())}
-  continuous = tuple(n for n in data_cfg.get("attributes", ()) if n in default.continuous)
-  return attributes_lib.AttributeSpec(continuous, categorical)
+def sampler_config(cfg) -> samplers.SamplerConfig:
+  return samplers.SamplerConfig(name=cfg.sampler, steps=cfg.get("steps", 10),
+                                eta=cfg.get("eta", 0.0), spacing=cfg.get("spacing", "trailing"))
 
 
-def pipeline_config(data_cfg, seed: int) -> pipeline.PipelineConfig:
-  return pipeline.PipelineConfig(
-      frames=data_cfg.frames, period=data_cfg.period, image_size=data_cfg.image_size,
-      batch_size=data_cfg.batch_size, worker_count=data_cfg.worker_count,
-      augment=data_cfg.augment, sampling=data_cfg.get("sampling", "clip"), seed=seed)
-
-
-def sampler_config(cfg) -> posterior.SamplerConfig:
-  return posterior.SamplerConfig(name=cfg.sampler, steps=cfg.get("steps", 10),
-                                 eta=cfg.get("eta", 0.0), spacing=cfg.get("spacing", "trailing"))
-
-
-def build_model(mcfg, num_categories, diffusion_cfg=None):
-  """The Flax module of config.model (see configs/common.py:mcsdr_model)."""
+def build_model(mcfg, num_categories, diffusion_cfg=None, proj_head=None):
+  """The Flax module of config.model (see configs/common.py:mcsdr_model); `proj_head`
+  is a plug-in's projection head on the pooled video feature (MCSDR only)."""
   if mcfg.kind not in KINDS:
     raise ValueError(f"config.model.kind: {mcfg.kind!r} is not one of {KINDS}")
-  ada = adacon_config(mcfg)
+  if proj_head is not None and mcfg.kind != "mcsdr":
+    raise ValueError(f"config.model.adacon.weight > 0 needs config.model.kind='mcsdr', "
+                     f"got {mcfg.kind!r}")
   cond = dict(encoder=mcfg.encoder, encoder_kwargs=dict(mcfg.encoder_kwargs),
               features=mcfg.features, hidden=mcfg.hidden, attr_features=mcfg.attr_features,
               attr_dropout=mcfg.attr_dropout, use_attributes=mcfg.use_attributes,
@@ -78,102 +60,38 @@ def build_model(mcfg, num_categories, diffusion_cfg=None):
     pred.update(heads=mcfg.heads, mlp_ratio=mcfg.mlp_ratio)
   if mcfg.get("num_layers"):
     pred["num_layers"] = mcfg.num_layers
-  schedule = (1000, 1e-4, 0.02) if diffusion_cfg is None else (
-      diffusion_cfg.num_steps, diffusion_cfg.beta_start, diffusion_cfg.beta_end)
+  schedule = schedule_lib.VPSchedule() if diffusion_cfg is None else \
+      schedule_lib.VPSchedule.from_config(diffusion_cfg)
   return model_lib.MCSDR(num_categories, predictor=mcfg.predictor, predictor_kwargs=pred,
                          conditioner_kwargs=cond, eps_skip=mcfg.get("eps_skip", True),
                          schedule=schedule,
-                         projection=(ada.proj_hidden, ada.proj_features) if ada else ())
+                         proj_head=proj_head)
 
 
-def adacon_config(mcfg):
-  """config.model.adacon if the AdaCon plug-in is on (weight > 0), else None."""
-  ada = mcfg.get("adacon")
-  if not ada or not ada.get("weight", 0.0) > 0:
-    return None
-  if mcfg.kind != "mcsdr":
-    raise ValueError(f"config.model.adacon.weight > 0 needs config.model.kind='mcsdr', "
-                     f"got {mcfg.kind!r}")
-  return ada
-
-
-def average_per_case(num_cases: int, keys, values, split: str = "") -> np.ndarray:
-  """Per-case mean (N, ...) of batched outputs: `keys` is a list of (index, mask) per
-  batch, `values` the matching (B, ...) arrays; padding (mask False) is dropped and the
-  clips of one video are averaged. Raises if a case got no output."""
-  total = count = None
-  for (index, mask), v in zip(keys, values):
-    v = np.asarray(v)
-    if total is None:
-      total, count = np.zeros((num_cases,) + v.shape[1:]), np.zeros(num_cases)
-    np.add.at(total, index[mask], v[mask])
-    np.add.at(count, index[mask], 1)
-  missing = num_cases if count is None else int(np.sum(count == 0))
-  if missing:
-    raise RuntimeError(f"split {split!r}: {missing} example(s) got no prediction")
-  return total / count.reshape((-1,) + (1,) * (total.ndim - 1))
-
-
-class EFData:
-  """The EF data path every video regressor shares: sources of config.data, attribute
-  preprocessing and EF standardisation fitted on the training split, train and eval
-  batches. Subclasses (EFRegressionTask, adacon_jax.task.AdaConTask) add a model."""
-
-  def __init__(self, config):
-    self.config = config
-    d = config.data
-    self.spec = attribute_spec(d)
-    self.root = sources_lib.dataset_root(d)
-    self.builder, self.sources = sources_lib.load_sources(d, self.spec)
-    raw = builders.raw_attributes(self.sources["train"])
-    self.preprocessor = attributes_lib.AttributePreprocessor.fit(raw, self.spec)
-    ef = self.labels("train")
-    self.ef_mean, self.ef_std = float(np.nanmean(ef)), float(np.nanstd(ef))
-    self.pcfg = pipeline_config(d, config.seed)
-
-  def labels(self, split: str) -> np.ndarray:
-    """EF labels (%) of `split` in index order, float64."""
-    return np.asarray(builders.split_metadata(self.sources[split], "ef"), np.float64)
-
-  def example_batch(self):
-    return next(pipeline.make_loader(self.sources["val"], self.pcfg, train=False,
-                                     preprocessor=self.preprocessor))
-
-  def standardise(self, ef):
-    return (ef - self.ef_mean) / self.ef_std
-
-  def to_percent(self, standardised):
-    return np.asarray(standardised) * self.ef_std + self.ef_mean
-
-  def train_batches(self, start_step: int):
-    """This host's slice of the training records and of each global batch (one host:
-    all of them; `training.sharding.global_batch` assembles the hosts' rows)."""
-    hosts = jax.process_count()
-    if self.pcfg.batch_size % hosts:
-      raise ValueError(f"config.data.batch_size={self.pcfg.batch_size} is not divisible by the "
-                       f"{hosts} processes")
-    cfg = self.pcfg.replace(shard_index=jax.process_index(), shard_count=hosts,
-                            batch_size=self.pcfg.batch_size // hosts)
-    return pipeline.make_loader(self.sources["train"], cfg, train=True,
-                                preprocessor=self.preprocessor, start_batch=start_step)
-
-  def eval_batches(self, split: str):
-    """One pass over `split` in index order (padded last batch: see batch['mask'])."""
-    return pipeline.make_loader(self.sources[split], self.pcfg, train=False,
-                                preprocessor=self.preprocessor)
-
-
-class EFRegressionTask(EFData):
+class EFRegressionTask(ef_data.EFData):
   """Video (+ attributes) → EF posterior (MCSDR) or point estimate (baseline)."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, workdir: str, *, mesh=None, make_optimizer=None,
+               make_plugin=None):
+    """`mesh`: the devices posterior sampling splits cases over (None: one device).
+    `make_optimizer(optim_cfg, num_steps, *, pretrained_encoder)`: the loop's factory.
+    `make_plugin(train EF labels) -> plugin`: a representation loss beside the
+    diffusion head (the AdaCon plug-in, `adacon_jax.plugin`; `training.tasks`
+    supplies it when config.model.adacon.weight > 0)."""
     super().__init__(config)
     self.kind = config.model.kind
+    self.mesh = mesh
+    self.make_optimizer = make_optimizer
+    self.plugin = None
+    if config.model.adacon.weight > 0:
+      if make_plugin is None:
+        raise ValueError("config.model.adacon.weight > 0: the AdaCon plug-in is built by "
+                         "training.tasks.make_task (pass make_plugin)")
+      self.plugin = make_plugin(self.labels("train"))
     num_categories = tuple(len(c) for c in self.spec.categorical.values())
-    self.model = build_model(config.model, num_categories, config.diffusion)
-    self.schedule = schedule_lib.linear_schedule(config.diffusion.num_steps,
-                                                 config.diffusion.beta_start,
-                                                 config.diffusion.beta_end)
+    self.model = build_model(config.model, num_categories, config.diffusion,
+                             proj_head=self.plugin.head if self.plugin else None)
+    self.schedule = schedule_lib.VPSchedule.from_config(config.diffusion)
     s = config.sampling
     if self.kind == "mcsdr" and min(s.num_samples, s.val_num_samples) < 2:
       raise ValueError("config.sampling.num_samples and val_num_samples must be ≥ 2 "
@@ -185,13 +103,14 @@ class EFRegressionTask(EFData):
     self._scale_cache = None
     self._samplers = {}
     self._predict = jax.jit(lambda p, b: self.model.apply(p, b, train=False))
-    self.adacon = adacon_config(config.model)
-    if self.adacon:
-      from adacon_jax import ecdf  # pylint: disable=g-import-not-at-top
-      self.ecdf = ecdf.ECDF.fit(self.labels("train"), bucket_width=self.adacon.bucket_width,
-                                name="config.data training EF labels")
 
   # -- Training ------------------------------------------------------------------
+
+  def optimizer(self, num_steps: int):
+    """config.optim; a pretrained encoder (config.model.pretrained) trains at
+    config.optim.encoder_lr_mult × the rate."""
+    return self.make_optimizer(self.config.optim, num_steps,
+                               pretrained_encoder=bool(self.config.model.pretrained))
 
   def init(self, rng, batch):
     inputs = {k: batch[k] for k in MODEL_KEYS}
@@ -208,9 +127,9 @@ class EFRegressionTask(EFData):
       pred = self.model.apply(params, inputs, train=True, rngs={"attr_dropout": drop_rng})
       return jnp.mean((pred - target) ** 2), {
           "mae_ef": jnp.mean(jnp.abs(pred - target)) * self.ef_std}
-    if self.adacon:
-      memory, aux, adacon_loss = self._adacon_plugin(params, inputs, batch["ef"], drop_rng,
-                                                     jax.random.fold_in(rng, 1))
+    if self.plugin:
+      memory, aux, plugin_loss = self._plugin_loss(params, inputs, batch["ef"], drop_rng,
+                                                   jax.random.fold_in(rng, 1))
     else:
       memory, aux = self.model.apply(params, inputs, train=True,
                                      rngs={"attr_dropout": drop_rng},
@@ -228,43 +147,37 @@ class EFRegressionTask(EFData):
     aux_mse = jnp.mean((aux - target) ** 2)
     loss = eps_loss + self.config.diffusion.get("aux_weight", 0.0) * aux_mse
     metrics = {"eps_loss": eps_loss, "aux_mae_ef": jnp.mean(jnp.abs(aux - target)) * self.ef_std}
-    if self.adacon:
-      loss = loss + self.adacon.weight * adacon_loss
-      metrics["adacon_loss"] = adacon_loss
+    if self.plugin:
+      loss = loss + self.plugin.weight * plugin_loss
+      metrics[f"{self.plugin.name}_loss"] = plugin_loss
     return loss, metrics
 
-  def _adacon_plugin(self, params, inputs, ef, drop_rng, view_rng):
-    """(memory, aux, AdaCon Eq. 6 loss) with z from the pooled feature of the clip and of
-    a second view (adacon_jax.views: pad-crop and intensity jitter)."""
-    from adacon_jax import losses, views  # pylint: disable=g-import-not-at-top
-    a = self.adacon
+  def _plugin_loss(self, params, inputs, ef, drop_rng, view_rng):
+    """(memory, aux, the plug-in's loss) with z from the pooled feature of the clip and
+    of the plug-in's second view of it."""
     memory, aux, z1 = self.model.apply(params, inputs, train=True,
                                        rngs={"attr_dropout": drop_rng},
                                        method=self.model.condition_aux_and_projection)
-    v2 = views.random_views(view_rng, inputs["video"], pad=a.get("pad", 4),
-                            brightness=a.get("brightness", 0.05),
-                            contrast=a.get("contrast", 0.1))
+    v2 = self.plugin.second_view(view_rng, inputs["video"])
     z2 = self.model.apply(params, dict(inputs, video=v2), train=True,
                           rngs={"attr_dropout": drop_rng}, method=self.model.project)
-    y2 = jnp.concatenate([ef, ef])
-    pos = losses.positive_mask(y2, a.bucket_width)
-    loss = losses.adacon_loss(jnp.concatenate([z1, z2]), self.ecdf(y2), pos, scale=a.scale)
-    return memory, aux, loss
+    return memory, aux, self.plugin.loss(z1, z2, ef)
 
   # -- Inference -----------------------------------------------------------------
 
-  def sampler(self, num_samples: int, sampler_cfg: posterior.SamplerConfig,
+  def sampler(self, num_samples: int, sampler_cfg: samplers.SamplerConfig,
               trajectory: bool = False):
     key = (num_samples, sampler_cfg, trajectory)
     if key not in self._samplers:
       self._samplers[key] = posterior.make_sampler(self.model, self.schedule,
                                                    num_samples=num_samples,
                                                    sampler=sampler_cfg,
-                                                   return_trajectory=trajectory)
+                                                   return_trajectory=trajectory,
+                                                   mesh=self.mesh)
     return self._samplers[key]
 
   def predict(self, params, split: str, rng, *, num_samples: int | None = None,
-              sampler_cfg: posterior.SamplerConfig | None = None, trajectory: bool = False):
+              sampler_cfg: samplers.SamplerConfig | None = None, trajectory: bool = False):
     """EF (%) samples (N, K) per example of `split` (K = 1 for the deterministic model),
     the labels (N,), and trajectories (N, K, S) in EF % if requested. Clips of one
     video are averaged sample-wise (their noise is shared, keyed by the video index)."""
@@ -284,8 +197,8 @@ class EFRegressionTask(EFData):
       if traj is not None:
         trajs.append(self.to_percent(traj))
     n = len(self.sources[split])
-    samples = average_per_case(n, keys, outs, split)
-    trajs = average_per_case(n, keys, trajs, split) if trajs else None
+    samples = ef_data.average_per_case(n, keys, outs, split)
+    trajs = ef_data.average_per_case(n, keys, trajs, split) if trajs else None
     return samples, self.labels(split), trajs
 
   def evaluate(self, params, rng, split, *, final, workdir):
@@ -330,7 +243,7 @@ class EFRegressionTask(EFData):
   def _trajectory_ts(self):
     if self.kind != "mcsdr":
       return None
-    return posterior.sampler_times(sampler_config(self.config.sampling), self.schedule)
+    return samplers.sampler_times(sampler_config(self.config.sampling), self.schedule)
 
   def _title(self, split):
     d = self.config.data

@@ -1,6 +1,7 @@
 """Multi-source data for partial-label segmentation (Islam et al., MELBA 2026, §4.4, §5).
 
-* `load_scenario`: the arrays of `cardiac_data.synthetic.seg_domains` (scenario.npz).
+The images come from `cardiac_data.seg_scenario` (scenario.npz).
+
 * `assign_label_sets`: per-image label sets from the config: each domain's annotated
   structures, less the structures withheld in training/validation (all images of the
   domain, or a seeded fraction of them: §5.2 removes LVM from 50 % of CAMUS).
@@ -14,36 +15,14 @@
 """
 from __future__ import annotations
 
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cardiac_data.synthetic import seg_domains
+from cardiac_data import seg_scenario
 from segmentation import labels as labels_lib
 
-SCENARIO_KEYS = ("image", "label", "domain", "patient", "view", "phase", "split", "spacing_mm")
 MIXING = ("natural", "balanced")
-
-
-def load_scenario(root) -> dict:
-  path = pathlib.Path(root) / "scenario.npz"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: no scenario file (write one with "
-                            "`python -m launch.synthesize --dataset=seg_domains`)")
-  with np.load(path, allow_pickle=False) as z:
-    missing = [k for k in SCENARIO_KEYS if k not in z.files]
-    if missing:
-      raise ValueError(f"{path}: missing array(s) {missing}")
-    out = {k: np.asarray(z[k]) for k in SCENARIO_KEYS}
-  n = len(out["image"])
-  bad = [k for k in SCENARIO_KEYS if len(out[k]) != n]
-  if bad:
-    raise ValueError(f"{path}: arrays {bad} do not have {n} rows like 'image'")
-  if out["label"].max(initial=0) >= labels_lib.NUM_CLASSES:
-    raise ValueError(f"{path}: label values must be < {labels_lib.NUM_CLASSES}")
-  return out
 
 
 def assign_label_sets(data: dict, data_cfg, seed: int) -> dict:
@@ -56,17 +35,17 @@ def assign_label_sets(data: dict, data_cfg, seed: int) -> dict:
   n = len(data["image"])
   full = np.zeros((n, labels_lib.NUM_CLASSES), bool)
   partial = np.zeros_like(full)
-  withheld = dict(data_cfg.get("withheld", {}) or {})
-  fractions = dict(data_cfg.get("withheld_fraction", {}) or {})
-  unknown = [d for d in list(withheld) + list(fractions) if d not in seg_domains.DOMAINS]
+  withheld = dict(data_cfg.withheld)
+  fractions = dict(data_cfg.withheld_fraction)
+  unknown = [d for d in list(withheld) + list(fractions) if d not in seg_scenario.DOMAINS]
   if unknown:
     raise ValueError(f"config.data.withheld: unknown domain(s) {unknown}; known: "
-                     f"{list(seg_domains.DOMAINS)}")
-  for d, name in enumerate(seg_domains.DOMAINS):
+                     f"{list(seg_scenario.DOMAINS)}")
+  for d, name in enumerate(seg_scenario.DOMAINS):
     rows = data["domain"] == d
     s_full = labels_lib.label_set([labels_lib.CLASSES[c]
-                                   for c in seg_domains.DOMAIN_LABELS[name]])
-    if name == "unity" and not data_cfg.get("unity_lvm", True):
+                                   for c in seg_scenario.DOMAIN_LABELS[name]])
+    if name == "unity" and not data_cfg.unity_lvm:
       s_full = s_full & labels_lib.source_label_set("unity", unity_lvm=False)
     full[rows] = s_full
     partial[rows] = s_full
@@ -105,7 +84,7 @@ class MultiSourceSampler:
     return np.array([self.sources[k][rng.integers(0, len(self.sources[k]))] for k in which])
 
 
-def _affine_coords(h: int, w: int, scale, angle):
+def affine_coords(h: int, w: int, scale, angle):
   """Source (row, col) coordinates of an output grid rotated by `angle` and zoomed by
   `scale` about the image centre."""
   yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
@@ -132,13 +111,13 @@ def augment_one(rng, image, label, cfg):
   h, w = image.shape
   scale = jnp.exp(jax.random.uniform(ks[0], (), minval=-1, maxval=1) * jnp.log(1 + cfg["scale"]))
   angle = jnp.deg2rad(jax.random.uniform(ks[1], (), minval=-1, maxval=1) * cfg["rotation_deg"])
-  coords = _affine_coords(h, w, scale, angle)
+  coords = affine_coords(h, w, scale, angle)
   image = jax.scipy.ndimage.map_coordinates(image, list(coords), order=1, mode="constant")
   label = jax.scipy.ndimage.map_coordinates(label, list(coords), order=0, mode="constant")
   sigma = jax.random.uniform(ks[2], (), minval=0.0, maxval=cfg["blur_sigma"])
   blurred = _blur(image, sigma)
   image = jnp.where(jax.random.bernoulli(ks[3], cfg["blur_prob"]), blurred, image)
-  g = float(cfg.get("gamma", 0.0))
+  g = float(cfg["gamma"])
   if g > 0:            # its own key (fold_in), so the other draws do not depend on it
     log_gamma = jax.random.uniform(jax.random.fold_in(rng, 7), (), minval=-1, maxval=1)
     image = jnp.maximum(image, 0.0)**jnp.exp(log_gamma * jnp.log1p(g))

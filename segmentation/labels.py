@@ -14,8 +14,8 @@ CLASSES = ("bg", "lv", "lvm", "la")
 STRUCTURES = CLASSES[1:]
 NUM_CLASSES = len(CLASSES)
 
-# What each source annotates (Table 1). Unity's LVM is a config value (data_formats.md:
-# no apical LV-epicardium curve is published), so `source_label_set` takes it.
+# What each source annotates (Table 1). Unity's LVM is a config value (the Unity
+# Imaging release publishes no apical LV-epicardium curve), so `source_label_set` takes it.
 SOURCE_LABELS = {"camus": ("lv", "lvm", "la"), "unity": ("lv", "lvm", "la"),
                  "echonet": ("lv",)}
 

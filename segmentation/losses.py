@@ -6,7 +6,7 @@ p = softmax(z), S = the sample's label set, A = its absent classes. Reduction: t
 mean over all pixels of the batch (PyTorch / nnU-Net), unless stated.
 
   cce       Eq. 1: −log p_y.
-  acce      Eq. 2, readings (segmentation_notes.md):
+  acce      Eq. 2, readings (the printed equation is ambiguous):
               'normaliser' (R2, default): −log(e^{z_y} / Σ_{c∈S} e^{z_c}), the softmax
                 restricted to S, so absent classes get no gradient;
               'literal' (R1): Eq. 2 as printed with one-hot y; dropping the absent
@@ -127,13 +127,13 @@ def segmentation_loss(cfg, logits, labels, label_sets):
   if name == "cce":
     value = cce(logits, labels)
   elif name == "acce":
-    value = acce(logits, labels, label_sets, cfg.get("acce_reading", "normaliser"))
+    value = acce(logits, labels, label_sets, cfg.acce_reading)
   elif name == "marginal":
-    value = marginal(logits, labels, label_sets, cfg.get("marginal_form", "paper"))
+    value = marginal(logits, labels, label_sets, cfg.marginal_form)
   elif name == "abce":
-    value = abce(logits, labels, label_sets, cfg.get("abce_reading", "present"))
+    value = abce(logits, labels, label_sets, cfg.abce_reading)
   else:
     raise ValueError(f"config.loss.name: {name!r} is not one of {LOSSES}")
-  if cfg.get("dice_weight", 0.0):
+  if cfg.dice_weight:
     value = value + cfg.dice_weight * dice_loss(logits, labels, label_sets)
   return value

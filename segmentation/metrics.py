@@ -1,4 +1,4 @@
-"""Segmentation metrics and EF from masks (Islam et al., MELBA 2026, §5; segmentation_notes.md).
+"""Segmentation metrics and EF from masks (Islam et al., MELBA 2026, §5).
 
 Definitions (numpy/scipy, float64):
   * Dice = 2|A∩B| / (|A| + |B|).

@@ -251,11 +251,11 @@ class SwinUNet(nn.Module):
 def build_model(mcfg, num_classes: int = 4) -> nn.Module:
   """The network of config.model: arch in ARCHITECTURES, width, and Swin's window."""
   if mcfg.arch == "unet":
-    return UNet(num_classes, width=mcfg.width, depth=mcfg.get("depth", 4))
+    return UNet(num_classes, width=mcfg.width, depth=mcfg.depth)
   if mcfg.arch == "attention_unet":
-    return UNet(num_classes, width=mcfg.width, depth=mcfg.get("depth", 4), attention=True)
+    return UNet(num_classes, width=mcfg.width, depth=mcfg.depth, attention=True)
   if mcfg.arch == "swin_unet":
-    return SwinUNet(num_classes, width=mcfg.width, window=mcfg.get("window", 8),
-                    depths=tuple(mcfg.get("depths", (2, 2, 2, 2))),
-                    heads=tuple(mcfg.get("heads", (3, 6, 12, 24))))
+    return SwinUNet(num_classes, width=mcfg.width, window=mcfg.window,
+                    depths=tuple(mcfg.depths),
+                    heads=tuple(mcfg.heads))
   raise ValueError(f"config.model.arch: {mcfg.arch!r} is not one of {ARCHITECTURES}")

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cardiac_data.synthetic import seg_domains  # noqa: E402
+from cardiac_data import seg_scenario  # noqa: E402
 from segmentation import labels as labels_lib  # noqa: E402
 
 # Blue LV, green LVM, yellow LA (the paper's Fig. 1 colours).
@@ -28,7 +28,7 @@ def examples_plot(path, images, ref, pred, domain, domains, per_domain: int = 2)
   """Rows: a few images of each domain; columns: image, reference, prediction."""
   rows = []
   for name in domains:
-    idx = np.nonzero(domain == seg_domains.DOMAINS.index(name))[0][:per_domain]
+    idx = np.nonzero(domain == seg_scenario.DOMAINS.index(name))[0][:per_domain]
     rows += [(name, i) for i in idx]
   if not rows:
     return

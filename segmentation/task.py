@@ -20,71 +20,55 @@ from __future__ import annotations
 import math
 import os
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
-from cardiac_data.synthetic import cache
-from cardiac_data.synthetic import seg_domains
+from cardiac_data import seg_scenario
+from cardiac_data import sources as sources_lib
 from segmentation import data as data_lib
 from segmentation import labels as labels_lib
 from segmentation import losses
 from segmentation import metrics as metrics_lib
 from segmentation import models
 from segmentation import plots
-from training import optim
 
 EVAL_BATCH = 32
-
-
-def scenario_root(d) -> str:
-  if d.get("root"):
-    return d.root
-  s = d.synthetic
-  return str(cache.ensure_cohort("seg_domains", s.num_subjects, s.seed, d.get("cache_dir") or None,
-                                 size=int(d.image_size)))
 
 
 class SegmentationTask:
   """Images (B, H, W, 1) → logits over {bg, LV, LVM, LA}."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, workdir: str, *, mesh=None, make_optimizer=None):
+    """`make_optimizer(optim_cfg, num_steps)`: the loop's optimiser factory, for the
+    pseudo-label teacher. `mesh` is unused (evaluation runs on one device)."""
+    del mesh
+    self.make_optimizer = make_optimizer
     self.config = config
     d = config.data
-    unknown = [x for x in d.domains if x not in seg_domains.DOMAINS]
+    unknown = [x for x in d.domains if x not in seg_scenario.DOMAINS]
     if unknown:
-      raise ValueError(f"config.data.domains: unknown {unknown}; known: {seg_domains.DOMAINS}")
-    raw = data_lib.load_scenario(scenario_root(d))
+      raise ValueError(f"config.data.domains: unknown {unknown}; known: {seg_scenario.DOMAINS}")
+    # config.data.root, or the built-in scenario at the config's image size.
+    raw = seg_scenario.load_scenario(sources_lib.dataset_root(d, size=int(d.image_size)))
     self.data = raw
     self.images = raw["image"].astype(np.float32) / 255.0
     self.sets = data_lib.assign_label_sets(raw, d, config.seed)
-    used = np.isin(raw["domain"], [seg_domains.DOMAINS.index(x) for x in d.domains])
+    used = np.isin(raw["domain"], [seg_scenario.DOMAINS.index(x) for x in d.domains])
     self.index = {name: np.nonzero(used & (raw["split"] == k))[0]
-                  for k, name in enumerate(seg_domains.SPLITS)}
+                  for k, name in enumerate(seg_scenario.SPLITS)}
     if not len(self.index["val"]):
       raise ValueError("config.data: no validation images; raise synthetic.num_subjects")
     self.train_labels = labels_lib.withhold(raw["label"].astype(np.int32), self.sets["train"])
     self.train_sets = self.sets["train"].copy()
     tr = self.index["train"]
-    dropout_classes = d.get("dropout_classes", ())
+    dropout_classes = d.dropout_classes
     self.droppable = (labels_lib.label_set(dropout_classes) if dropout_classes
                       else labels_lib.partially_labelled(self.train_sets[tr]))
     self.droppable[0] = False
     self.model = models.build_model(config.model)
-    arch_optim = dict(config.get("arch_optim", {}).get(config.model.arch, {}))
-    differ = {k: v for k, v in arch_optim.items() if config.optim.get(k) != v}
-    if differ:
-      logging.warning("config.optim differs from config.arch_optim.%s %s (Swin-UNet diverges at "
-                      "the U-Net's rate): choose the architecture by the config variant",
-                      config.model.arch, differ)
-    loss_defaults = dict(config.get("loss_defaults", {}).get(config.loss.name, {}))
-    differ = {k: v for k, v in loss_defaults.items() if config.loss.get(k) != v}
-    if differ:
-      logging.warning("config.loss differs from config.loss_defaults.%s %s (launch.seg_summary "
-                      "applies them; pass them to match its runs)", config.loss.name, differ)
     self.loss_cfg = config.loss
     # 'pseudo' trains the student with CCE on the completed labels.
     self.train_loss_cfg = (ml_collections.ConfigDict(dict(config.loss.to_dict(), name="cce"))
@@ -94,7 +78,7 @@ class SegmentationTask:
     self.pseudo_info = {}
     if config.loss.name == "pseudo":
       self._pseudo_label(config)
-    sources = [tr[raw["domain"][tr] == seg_domains.DOMAINS.index(x)] for x in d.domains]
+    sources = [tr[raw["domain"][tr] == seg_scenario.DOMAINS.index(x)] for x in d.domains]
     self.sampler = data_lib.MultiSourceSampler(sources, d.batch_size, d.mixing, config.seed)
 
   # -- Training ------------------------------------------------------------------
@@ -122,7 +106,7 @@ class SegmentationTask:
 
   def loss(self, params, batch, rng):
     return self._loss(self.train_loss_cfg, params, batch, rng,
-                      self.config.loss.get("label_dropout", 0.0))
+                      self.config.loss.label_dropout)
 
   def train_batches(self, start_step: int):
     step = start_step
@@ -138,11 +122,14 @@ class SegmentationTask:
     part_rows = np.setdiff1d(tr, full_rows)
     if not len(full_rows):
       raise ValueError("config.loss.name='pseudo' needs fully labelled training images")
-    steps = int(config.loss.get("teacher_steps", config.num_steps))
-    tx = optim.make_optimizer(config.optim, steps)
+    steps = int(config.loss.teacher_steps or config.num_steps)   # 0: the student's.
+    if self.make_optimizer is None:
+      raise ValueError("config.loss.name='pseudo' trains a teacher: SegmentationTask needs "
+                       "make_optimizer (training.tasks.make_task passes it)")
+    tx = self.make_optimizer(config.optim, steps)
     params = self.init(jax.random.key(config.seed + 7), self.example_batch())
     opt_state = tx.init(params)
-    cce_cfg = ml_collections.ConfigDict(dict(name="cce"))
+    cce_cfg = ml_collections.ConfigDict(dict(config.loss.to_dict(), name="cce", dice_weight=0.0))
 
     @jax.jit
     def step_fn(params, opt_state, batch, rng):
@@ -191,7 +178,7 @@ class SegmentationTask:
       if np.isfinite(v).any():
         out[f"dice_{s}"] = float(np.nanmean(v))
       for name in self.config.data.domains:
-        sel = v[dom == seg_domains.DOMAINS.index(name)]
+        sel = v[dom == seg_scenario.DOMAINS.index(name)]
         if np.isfinite(sel).any():
           out[f"{name}/dice_{s}"] = float(np.nanmean(sel))
     present = [out[f"dice_{s}"] for s in labels_lib.STRUCTURES if f"dice_{s}" in out]

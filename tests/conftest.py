@@ -10,8 +10,7 @@ import pytest
 
 
 def pytest_configure(config):
-  config.addinivalue_line(
-      "markers", "multiprocess: starts grain worker processes (a few seconds; kept to one test)")
+  del config   # Markers are registered in pyproject.toml.
   # grain reads absl flags in worker processes (worker_count > 0); under pytest
   # they are never parsed, which raises UnparsedFlagAccessError (kauldron's fix).
   flags.FLAGS.mark_as_parsed()

@@ -24,6 +24,7 @@ import numpy as np
 
 from configs import common
 from diffusion import losses as diffusion_losses
+from diffusion import samplers
 from diffusion import schedule as schedule_lib
 from mcsdr_jax import model as model_lib
 from mcsdr_jax import posterior
@@ -57,7 +58,7 @@ class TinyTask:
 
   def __init__(self):
     self.model = tiny_model()
-    self.schedule = schedule_lib.linear_schedule(1000, 1e-4, 0.02)
+    self.schedule = schedule_lib.VPSchedule()
 
   def example_batch(self):
     return batch()
@@ -86,7 +87,7 @@ def config(shard_min=0):
 
 def train(mesh, task, cfg, steps=3):
   state, tx, sh = loop.init_state(task, cfg, jax.random.key(0), mesh)
-  step = jax.jit(functools.partial(loop._train_step, task.loss, tx, 0.0),  # pylint: disable=protected-access
+  step = jax.jit(functools.partial(loop.train_step_fn, task.loss, tx, 0.0),
                  in_shardings=(sh, sharding.data_sharding(mesh)),
                  out_shardings=(sh, sharding.replicated(mesh)))
   losses = []
@@ -120,8 +121,8 @@ def main(out):
   # Posterior sampling: 6 cases over 8 devices (padded), DDIM and the diffrax ODE.
   params = s1["params"]
   cases = {k: v[:6] for k, v in batch(seed=5).items()}
-  for cfg in (posterior.SamplerConfig("ddim", 10),
-              posterior.SamplerConfig("pf_ode", 8, solver="heun")):
+  for cfg in (samplers.SamplerConfig("ddim", 10),
+              samplers.SamplerConfig("pf_ode", 8, solver="heun")):
     outs = []
     for mesh in (one, eight):
       fn = posterior.make_sampler(task.model, task.schedule, num_samples=5, sampler=cfg,

@@ -20,7 +20,7 @@ def test_cpu_flops_matches_the_compiled_count_on_cpu():
   kern = jnp.ones((3, 3, 3, 5))
   conv = lambda x, k: jax.lax.conv_general_dilated(
       x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  compiled = train_step._flops(jax.jit(conv).lower(x, kern).compile().cost_analysis())  # pylint: disable=protected-access
+  compiled = train_step.compiled_flops(jax.jit(conv).lower(x, kern).compile().cost_analysis())
   # 2 · (output pixels) · (kernel taps) · out channels.
   assert compiled == 2 * 2 * 10 * 10 * (3 * 3 * 3) * 5
   assert train_step.cpu_flops(conv, x, kern) == compiled

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mcsdr_jax import encoders
+from backbones import video as encoders
 
 
 def _fmap(norm, video):

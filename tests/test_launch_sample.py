@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from configs import pediatric
+from diffusion import samplers
 from launch import sample
-from mcsdr_jax import posterior
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLERS = ("ddim5", "ddim10", "pf_ode")
@@ -111,8 +111,8 @@ def _brute_force(samples, y):
 
 def test_numbers_match_task_predict_scored_by_brute_force(study):
   config, (task, params, _), result = study
-  ddim10 = posterior.SamplerConfig("ddim", 10, eta=config.sampling.eta,
-                                   spacing=config.sampling.spacing)
+  ddim10 = samplers.SamplerConfig("ddim", 10, eta=config.sampling.eta,
+                                  spacing=config.sampling.spacing)
   key = jax.random.key(config.seed + 2)
   for k in (1, K):
     samples, labels, _ = task.predict(params, "test", key, num_samples=k, sampler_cfg=ddim10)
@@ -177,8 +177,8 @@ def test_sampler_names():
   got = {name: (cfg, steps) for name, cfg, steps in sample.sampler_configs(
       ["ddpm", "DDIM20", "pf_ode", "pf_ode8", "ddpm"], config)}
   assert list(got) == ["ddpm", "ddim20", "pf_ode", "pf_ode8"]
-  assert got["ddpm"] == (posterior.SamplerConfig("ddpm", None), 1000)
-  assert got["ddim20"] == (posterior.SamplerConfig("ddim", 20, eta=0.5), 20)
-  assert got["pf_ode"] == (posterior.SamplerConfig("pf_ode", None), None)
-  assert got["pf_ode8"] == (posterior.SamplerConfig("pf_ode", 8), 8)
+  assert got["ddpm"] == (samplers.SamplerConfig("ddpm", None), 1000)
+  assert got["ddim20"] == (samplers.SamplerConfig("ddim", 20, eta=0.5), 20)
+  assert got["pf_ode"] == (samplers.SamplerConfig("pf_ode", None), None)
+  assert got["pf_ode8"] == (samplers.SamplerConfig("pf_ode", 8), 8)
   assert sample.parse_ks(["1", 5, "5", 40]) == [1, 5, 40]

@@ -8,8 +8,10 @@ import numpy as np
 import optax
 import pytest
 
+from cardiac_data import ef_data
 from configs import common
 from configs import pediatric
+from diffusion import samplers
 from diffusion import schedule as schedule_lib
 from mcsdr_jax import model as model_lib
 from mcsdr_jax import posterior
@@ -134,7 +136,7 @@ def test_vmapped_posterior_equals_loop_and_ignores_batch_composition():
   model = _tiny_model()
   params = _init(model, batch)
   schedule = schedule_lib.linear_schedule()
-  cfg = posterior.SamplerConfig("ddim", steps=5)
+  cfg = samplers.SamplerConfig("ddim", steps=5)
   key = jax.random.key(3)
   fn = posterior.make_sampler(model, schedule, num_samples=6, sampler=cfg, return_trajectory=True)
   samples, traj = fn(params, batch, key)
@@ -145,28 +147,33 @@ def test_vmapped_posterior_equals_loop_and_ignores_batch_composition():
   noise = posterior.per_case_noise(jnp.asarray(batch["index"]))
   eps_fn = lambda y, t: model.apply(params, memory, y, t, method=model.eps)  # noqa: E731
   for k, ck in enumerate(jax.random.split(key, 6)):
-    y, _ = posterior.run_sampler(cfg, eps_fn, schedule, ck, (4,), noise)
+    y, _ = samplers.get_sampler(cfg)(eps_fn, schedule, ck, (4,), noise_fn=noise)
     np.testing.assert_allclose(np.asarray(y), np.asarray(samples[:, k]), rtol=2e-5, atol=2e-5)
   # Case 2 alone, with its id, gets the same samples as inside the batch.
   one = {k: v[2:3] for k, v in batch.items()}
   alone, _ = fn(params, one, key)
   np.testing.assert_allclose(np.asarray(alone[0]), np.asarray(samples[2]), rtol=2e-5, atol=2e-5)
+  # The PF-ODE keeps no trajectory: None even when one is asked for.
+  ode = posterior.make_sampler(model, schedule, num_samples=2, return_trajectory=True,
+                               sampler=samplers.SamplerConfig("pf_ode", 2, solver="euler"))
+  ode_samples, ode_traj = ode(params, batch, key)
+  assert ode_samples.shape == (4, 2) and ode_traj is None
 
 
 def test_sampler_times_label_trajectory_states():
   schedule = schedule_lib.linear_schedule()
-  ts = posterior.sampler_times(posterior.SamplerConfig("ddim", steps=10), schedule)
+  ts = samplers.sampler_times(samplers.SamplerConfig("ddim", steps=10), schedule)
   assert list(ts) == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99, -1]
-  ts = posterior.sampler_times(posterior.SamplerConfig("ddpm", steps=None), schedule)
+  ts = samplers.sampler_times(samplers.SamplerConfig("ddpm", steps=None), schedule)
   assert ts[0] == 999 and ts[-1] == -1 and len(ts) == 1001
   with pytest.raises(ValueError, match="sampler name"):
-    posterior.SamplerConfig("euler")
+    samplers.SamplerConfig("euler")
 
 
 def test_encoder_learning_rate_multiplier_is_exact_for_sgd():
-  cfg = ml_collections.ConfigDict(dict(name="sgd", lr=0.5, momentum=0.0, nesterov=False,
-                                       weight_decay=0.0, schedule="constant",
-                                       encoder_lr_mult=0.1))
+  cfg = common.base_config().optim
+  cfg.update(name="sgd", lr=0.5, momentum=0.0, nesterov=False, weight_decay=0.0,
+             schedule="constant", warmup_steps=0, encoder_lr_mult=0.1)
   params = {"conditioner": {"encoder": {"w": jnp.ones(3)}, "attributes": {"w": jnp.ones(2)}},
             "head": {"w": jnp.ones(1)}}
   grads = jax.tree.map(jnp.ones_like, params)
@@ -202,7 +209,7 @@ def test_config_variants_and_errors():
   bad = ml_collections.ConfigDict(dict(dataset="echonet_pediatric", view="A4C",
                                        attributes=("Age", "Shoe"), categorical=("Sex",)))
   with pytest.raises(ValueError, match="unknown attribute.*Shoe"):
-    task_lib.attribute_spec(bad)
+    ef_data.attribute_spec(bad)
 
 
 def test_ema_tracks_parameters():
@@ -212,7 +219,7 @@ def test_ema_tracks_parameters():
   state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                rng=jax.random.key(0), ema=params)
   loss = lambda p, b, r: (jnp.sum(p["w"]), {})  # noqa: E731  (gradient 1 everywhere)
-  new, _ = loop._train_step(loss, tx, 0.9, state, None)
+  new, _ = loop.train_step_fn(loss, tx, 0.9, state, None)
   np.testing.assert_allclose(new["params"]["w"], 0.0)
   np.testing.assert_allclose(new["ema"]["w"], 0.9 * 1.0 + 0.1 * 0.0)
   assert loop.eval_params(new) is new["ema"]

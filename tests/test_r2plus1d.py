@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mcsdr_jax.r2plus1d import R2Plus1D18
+from backbones.r2plus1d import R2Plus1D18
 
 TINY = 0.125
 #: torchvision.models.video.r2plus1d_18().parameters() total (3 input channels, 400-class

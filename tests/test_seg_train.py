@@ -79,12 +79,17 @@ def test_summary_rows_and_table():
   assert row["withheld_dice"] == 0.6 and row["dice"] == {"lv": 0.9, "lvm": 0.8, "la": 0.7}
   table = seg_summary.format_table([row])
   assert "| unet | marginal |  | 0.600 | 0.900 | 0.800 | 0.700 | 3.00 |" in table
-  bench = seg_summary.run_config(c, "swin_unet", "full_labels", None)
+  arg = "configs/seg_partial.py:inter"
+  bench = seg_summary.run_config(arg, {"num_steps": 7}, "swin_unet", "full_labels", 0.3)
   assert bench.loss.name == "cce" and dict(bench.data.withheld) == {}
+  assert bench.loss.label_dropout == 0.0 and bench.num_steps == 7     # override after variants
   assert bench.model.arch == "swin_unet" and bench.optim.lr == 1e-3 and bench.optim.grad_clip == 1.0
-  assert c.data.withheld["unity"] == ("la",)                 # the base config is untouched
-  assert c.model.arch == "unet" and c.optim.lr == 0.05 and c.optim.name == "sgd"
-  # aBCE runs get config.loss_defaults.abce (the Dice term); other losses keep theirs.
-  assert seg_summary.run_config(c, "unet", "abce", None).loss.dice_weight == 1.0
-  assert seg_summary.run_config(c, "unet", "marginal", None).loss.dice_weight == 0.0
-  assert c.loss.dice_weight == 0.0
+  # The runs are the configs launch.train builds from the same variants.
+  assert (seg_summary.run_config(arg, {}, "swin_unet", "abce", None).to_dict()
+          == seg_partial.get_config("inter,swin_unet,abce").to_dict())
+  # aBCE runs get LOSS_DEFAULTS['abce'] (the Dice term); other losses keep theirs.
+  assert seg_partial.get_config("inter,abce").loss.dice_weight == 1.0
+  assert seg_summary.run_config(arg, {}, "unet", "abce", None).loss.dice_weight == 1.0
+  marginal = seg_summary.run_config(arg, {}, "unet", "marginal", 0.2)
+  assert marginal.loss.dice_weight == 0.0 and marginal.loss.label_dropout == 0.2
+  assert marginal.optim.lr == 0.05 and marginal.optim.name == "sgd"

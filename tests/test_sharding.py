@@ -82,14 +82,6 @@ def test_batch_size_not_divisible_is_a_clear_error():
     sharding.check_batch_size(6, type("M", (), {"shape": {"data": 4}})())
 
 
-def test_pad_to_multiple_repeats_the_last_row():
-  b = {"x": np.arange(6).reshape(3, 2), "i": np.arange(3)}
-  padded, n = sharding.pad_to_multiple(b, 4)
-  assert n == 3 and padded["i"].tolist() == [0, 1, 2, 2] and padded["x"][3].tolist() == [4, 5]
-  same, n = sharding.pad_to_multiple(b, 3)
-  assert same is b and n == 3
-
-
 def test_launch_train_smoke_on_8_devices_matches_1(tmp_path):
   cache = tmp_path / "cache"
   metrics = {}
@@ -136,7 +128,7 @@ def test_bfloat16_compute_keeps_float32_params_and_optimizer_state():
     task.model = task.model.clone(conditioner_kwargs=dict(task.model.conditioner_kwargs,
                                                           dtype=dtype))
     state, tx, _ = loop.init_state(task, cfg, jax.random.key(0), sharding.make_mesh())
-    state, metrics = jax.jit(lambda s, b: loop._train_step(task.loss, tx, 0.0, s, b))(  # pylint: disable=protected-access
+    state, metrics = jax.jit(lambda s, b: loop.train_step_fn(task.loss, tx, 0.0, s, b))(
         state, mw.batch())
     dtypes = {x.dtype for x in jax.tree.leaves((state["params"], state["opt_state"]))
               if jnp.issubdtype(x.dtype, jnp.floating)}

@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import common
 from training import loop
 
 
@@ -58,14 +59,14 @@ class ToyTask:
 
 
 def make_config(num_steps=6):
-  c = ml_collections.ConfigDict()
+  c = common.base_config()
   c.seed = 0
   c.num_steps = num_steps
   c.log_every = 1
   c.eval_every = 3
-  c.optim = ml_collections.ConfigDict(dict(name="adam", lr=0.05, schedule="constant"))
-  c.checkpoint = ml_collections.ConfigDict(dict(save_every=3, keep=2, best_metric="mse",
-                                                best_mode="min"))
+  c.optim.update(name="adam", lr=0.05, schedule="constant")
+  c.checkpoint.update(save_every=3, keep=2, best_metric="mse", best_mode="min")
+  c.data = ml_collections.ConfigDict(dict(batch_size=8))
   return c
 
 

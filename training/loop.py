@@ -37,7 +37,10 @@ class NonFiniteError(FloatingPointError):
   """A training metric became NaN or Inf."""
 
 
-def _train_step(loss_fn, tx, ema_decay, state, batch):
+def train_step_fn(loss_fn, tx, ema_decay, state, batch):
+  """One optimiser step of `loss_fn(params, batch, rng)` on the state pytree, with the
+  step's RNG fold_in(rng, step) and the EMA update when the state keeps one; returns
+  (new state, metrics). The loop jits it with the state donated."""
   rng = jax.random.fold_in(state["rng"], state["step"])
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, rng)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
@@ -80,13 +83,12 @@ def init_state(task, config, rng, mesh=None) -> tuple[dict, optax.GradientTransf
   """The initial state, created directly with its shardings on `mesh` (default: all
   devices); returns (state, optimiser, state shardings)."""
   mesh = mesh if mesh is not None else sharding_lib.make_mesh()
-  if hasattr(task, "optimizer"):   # A task with its own parameter groups (LaMoD's phases).
+  if hasattr(task, "optimizer"):   # Its own parameter groups (LaMoD's phases, an encoder's rate).
     tx = task.optimizer(config.num_steps)
   else:
-    tx = optim.make_optimizer(config.optim, config.num_steps,
-                              pretrained_encoder=bool(config.get("model", {}).get("pretrained")))
+    tx = optim.make_optimizer(config.optim, config.num_steps)
   batch = task.example_batch()
-  ema = bool(config.optim.get("ema_decay", 0.0))
+  ema = bool(config.optim.ema_decay)
 
   def init(rng):
     init_rng, train_rng = jax.random.split(rng)
@@ -99,7 +101,7 @@ def init_state(task, config, rng, mesh=None) -> tuple[dict, optax.GradientTransf
 
   shardings = sharding_lib.param_sharding(
       mesh, jax.eval_shape(init, rng),
-      config.get("sharding", {}).get("shard_params_min_size", 0))
+      config.sharding.shard_params_min_size)
   return jax.jit(init, out_shardings=shardings)(rng), tx, shardings
 
 
@@ -116,19 +118,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
              else os.path.join(workdir, f"process_{jax.process_index()}"))
   os.makedirs(out_dir, exist_ok=True)
   writers.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
-  task = task if task is not None else tasks_lib.make_task(config, workdir)
   mesh = sharding_lib.make_mesh()
-  batch_size = config.get("data", {}).get("batch_size")
-  if batch_size:
-    sharding_lib.check_batch_size(batch_size, mesh)
+  task = task if task is not None else tasks_lib.make_task(
+      config, workdir, mesh=mesh, make_optimizer=optim.make_optimizer)
+  sharding_lib.check_batch_size(config.data.batch_size, mesh)
   state, tx, state_sharding = init_state(task, config, jax.random.key(config.seed), mesh)
   if jax.device_count() > 1:
     logging.info("data parallel over %d devices (%d processes)", jax.device_count(),
                  jax.process_count())
   ckpt_cfg = config.checkpoint
   ckpts = checkpoint_lib.Checkpoints(workdir, keep=ckpt_cfg.keep,
-                                     best_metric=ckpt_cfg.get("best_metric") or None,
-                                     best_mode=ckpt_cfg.get("best_mode", "min"))
+                                     best_metric=ckpt_cfg.best_metric or None,
+                                     best_mode=ckpt_cfg.best_mode)
   start = ckpts.latest_step()
   if start is not None:
     checkpoint_lib.check_same_config(ckpts.meta()["config"], config.to_dict(), workdir)
@@ -137,8 +138,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start = start or 0
   meta = dict(task.meta(), config=config.to_dict())
   writer = writers.MetricWriter(out_dir, resume_step=start)
-  train_step = jax.jit(functools.partial(_train_step, task.loss, tx,
-                                         config.optim.get("ema_decay", 0.0)),
+  train_step = jax.jit(functools.partial(train_step_fn, task.loss, tx,
+                                         config.optim.ema_decay),
                        in_shardings=(state_sharding, sharding_lib.data_sharding(mesh)),
                        out_shardings=(state_sharding, sharding_lib.replicated(mesh)),
                        donate_argnums=0)
@@ -184,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
     ckpts.close()
   final = {}
-  for split in config.get("final_eval_splits", ("val", "test")):
+  for split in config.final_eval_splits:
     res = task.evaluate(params, eval_rng, split, final=True, workdir=out_dir)
     final.update({f"{split}/{k}": v for k, v in res.items()})
   final["checkpoint"] = used

@@ -6,16 +6,16 @@ import optax
 
 
 def make_schedule(cfg, num_steps: int) -> optax.Schedule:
-  warmup = int(cfg.get("warmup_steps", 0))
-  name = cfg.get("schedule", "constant")
+  warmup = int(cfg.warmup_steps)
+  name = cfg.schedule
   if name == "constant":
     main = optax.constant_schedule(cfg.lr)
   elif name == "cosine":
     main = optax.cosine_decay_schedule(cfg.lr, max(1, num_steps - warmup),
-                                       alpha=cfg.get("min_lr", 0.0) / cfg.lr)
+                                       alpha=cfg.min_lr / cfg.lr)
   elif name == "step":
     main = optax.exponential_decay(cfg.lr, transition_steps=cfg.decay_steps,
-                                   decay_rate=cfg.get("decay_rate", 0.1), staircase=True)
+                                   decay_rate=cfg.decay_rate, staircase=True)
   else:
     raise ValueError(f"config.optim.schedule: unknown schedule {name!r} "
                      "(choose constant, cosine or step)")
@@ -27,13 +27,12 @@ def make_schedule(cfg, num_steps: int) -> optax.Schedule:
 def _base_optimizer(cfg, lr) -> optax.GradientTransformation:
   name = cfg.name
   if name == "adamw":
-    tx = optax.adamw(lr, weight_decay=cfg.get("weight_decay", 0.0))
+    tx = optax.adamw(lr, weight_decay=cfg.weight_decay)
   elif name == "adam":
     tx = optax.adam(lr)
   elif name == "sgd":
-    tx = optax.chain(optax.add_decayed_weights(cfg.get("weight_decay", 0.0)),
-                     optax.sgd(lr, momentum=cfg.get("momentum", 0.9),
-                               nesterov=cfg.get("nesterov", False)))
+    tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay),
+                     optax.sgd(lr, momentum=cfg.momentum, nesterov=cfg.nesterov))
   else:
     raise ValueError(f"config.optim.name: unknown optimiser {name!r} (choose adamw, adam or sgd)")
   return tx
@@ -51,12 +50,12 @@ def make_optimizer(cfg, num_steps: int, *,
                    pretrained_encoder: bool = False) -> optax.GradientTransformation:
   """AdamW / Adam / SGD (Nesterov optional) with optional global-norm clipping.
 
-  With a pretrained encoder, `cfg.encoder_lr_mult` (default 0.1, as MCSDR §IV-B) scales
+  With a pretrained encoder, `cfg.encoder_lr_mult` (0.1 as MCSDR §IV-B) scales
   the schedule of the parameters under the `encoder` submodule (optax.multi_transform);
   a randomly initialised encoder trains at the full rate.
   """
   lr = make_schedule(cfg, num_steps)
-  mult = float(cfg.get("encoder_lr_mult", 0.1)) if pretrained_encoder else 1.0
+  mult = float(cfg.encoder_lr_mult) if pretrained_encoder else 1.0
   if mult == 1.0:
     tx = _base_optimizer(cfg, lr)
   else:
@@ -65,5 +64,5 @@ def make_optimizer(cfg, num_steps: int, *,
     tx = optax.multi_transform(
         {"encoder": _base_optimizer(cfg, lambda step: mult * lr(step)),
          "rest": _base_optimizer(cfg, lr)}, encoder_labels)
-  clip = cfg.get("grad_clip", 0.0)
+  clip = cfg.grad_clip
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx

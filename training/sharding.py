@@ -1,7 +1,8 @@
 """Data-parallel sharding over every device of every host (jax `docs/parallel.md`).
 
 One 1-D mesh with axis "data" and `AxisType.Auto` (GSPMD propagation; diffrax's
-while loops need Auto, see ../shared/reference/jax_stack.md). Batches are split
+while loops need Auto: jit(vmap(diffeqsolve)) over an Explicit mesh raises "Resource
+axis: data … not found in mesh"). Batches are split
 along their leading axis over "data"; parameters and optimiser state are
 replicated, or, with `config.sharding.shard_params_min_size > 0`, every leaf with
 at least that many elements is split along its largest axis divisible by the
@@ -111,29 +112,3 @@ def global_batch(batch: dict, mesh) -> dict:
     return jax.device_put(batch, sharding)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
                       batch)
-
-
-def shard_host_array(batch: dict, mesh) -> dict:
-  """A batch that every host holds in full (evaluation) → global arrays split along
-  axis 0 over "data" (each device takes its rows; works across hosts)."""
-  sharding = data_sharding(mesh)
-
-  def one(x):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-  return jax.tree.map(one, batch)
-
-
-def pad_to_multiple(batch: dict, multiple: int) -> tuple[dict, int]:
-  """Pads every leaf's axis 0 (repeating the last row) to a multiple of `multiple`;
-  returns (padded batch, original size). For evaluation batches on a mesh."""
-  sizes = {np.shape(x)[0] for x in jax.tree.leaves(batch)}
-  if len(sizes) != 1:
-    raise ValueError(f"batch leaves have different leading sizes {sorted(sizes)}")
-  b = sizes.pop()
-  extra = -b % multiple
-  if not extra:
-    return batch, b
-  pad = lambda x: np.concatenate([np.asarray(x), np.repeat(np.asarray(x)[-1:], extra, 0)])
-  return jax.tree.map(pad, batch), b
