@@ -245,7 +245,7 @@ class LaMoDTask:
   # -- Inference -------------------------------------------------------------------
 
   def start_step(self) -> int:
-    s = int(self.config.sampling.get("start_step", -1))
+    s = int(self.config.sampling.start_step)
     return self.schedule.num_steps - 1 if s < 0 else s
 
   def sample_latent(self, params, z, key):

@@ -132,7 +132,7 @@ class Sweep:
     self.train_module = train_module
     self.overrides = tuple(overrides)
     os.makedirs(os.path.join(self.workdir, "trials"), exist_ok=True)
-    self.grid = parse_grid(self.cfg.get("grid", ()) or ())
+    self.grid = parse_grid(self.cfg.grid)
     self.space = {} if self.grid else parse_space(self.cfg.params)
     check_fields(config, self.grid or self.space)
     if not (self.grid or self.space):
@@ -224,7 +224,7 @@ class Sweep:
       for p in todo:
         self.study.enqueue_trial(p)
       remaining = len(todo) + len(waiting)
-    parallel = max(1, int(self.cfg.get("parallel", 1)))
+    parallel = max(1, int(self.cfg.parallel))
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
       jobs = [pool.submit(self._finish, t.number, dict(t.params)) for t in stale]
 

@@ -34,8 +34,8 @@ RAW_KEYS = ("crps", "crps_all_pairs", "coverage50", "coverage90", "sigma_mean",
 
 
 def sampler_config(cfg) -> samplers.SamplerConfig:
-  return samplers.SamplerConfig(name=cfg.sampler, steps=cfg.get("steps", 10),
-                                eta=cfg.get("eta", 0.0), spacing=cfg.get("spacing", "trailing"))
+  return samplers.SamplerConfig(name=cfg.sampler, steps=cfg.steps, eta=cfg.eta,
+                                spacing=cfg.spacing)
 
 
 def build_model(mcfg, num_categories, diffusion_cfg=None, proj_head=None):
@@ -50,20 +50,20 @@ def build_model(mcfg, num_categories, diffusion_cfg=None, proj_head=None):
               features=mcfg.features, hidden=mcfg.hidden, attr_features=mcfg.attr_features,
               attr_dropout=mcfg.attr_dropout, use_attributes=mcfg.use_attributes,
               conditioning=mcfg.conditioning, video_grid=tuple(mcfg.video_grid),
-              attr_in_summary=mcfg.get("attr_in_summary", True),
-              dtype=jnp.dtype(mcfg.get("dtype", "float32")))
+              attr_in_summary=mcfg.attr_in_summary,
+              dtype=jnp.dtype(mcfg.dtype))
   if mcfg.kind == "deterministic":
     return model_lib.DeterministicRegressor(num_categories, conditioner_kwargs=cond,
                                             hidden=mcfg.hidden)
   pred = dict(hidden=mcfg.hidden, time_dim=mcfg.time_dim)
   if mcfg.predictor in ("mcsn", "transformer_decoder"):
     pred.update(heads=mcfg.heads, mlp_ratio=mcfg.mlp_ratio)
-  if mcfg.get("num_layers"):
+  if mcfg.num_layers:       # 0: the predictor's default depth
     pred["num_layers"] = mcfg.num_layers
   schedule = schedule_lib.VPSchedule() if diffusion_cfg is None else \
       schedule_lib.VPSchedule.from_config(diffusion_cfg)
   return model_lib.MCSDR(num_categories, predictor=mcfg.predictor, predictor_kwargs=pred,
-                         conditioner_kwargs=cond, eps_skip=mcfg.get("eps_skip", True),
+                         conditioner_kwargs=cond, eps_skip=mcfg.eps_skip,
                          schedule=schedule,
                          proj_head=proj_head)
 
@@ -96,7 +96,7 @@ class EFRegressionTask(ef_data.EFData):
     if self.kind == "mcsdr" and min(s.num_samples, s.val_num_samples) < 2:
       raise ValueError("config.sampling.num_samples and val_num_samples must be ≥ 2 "
                        f"(a posterior needs spread), got {s.num_samples}, {s.val_num_samples}")
-    calibration = s.get("spread_calibration", "none")
+    calibration = s.spread_calibration
     if calibration not in SPREAD_CALIBRATIONS:
       raise ValueError(f"config.sampling.spread_calibration: {calibration!r} is not one of "
                        f"{SPREAD_CALIBRATIONS}")
@@ -142,10 +142,10 @@ class EFRegressionTask(ef_data.EFData):
       return diffusion_losses.eps_loss(self.schedule, eps_fn, target, key)
 
     # Several (t, ε) draws per example reuse one encoder pass (mean of Eq. 6 estimates).
-    keys = jax.random.split(noise_rng, self.config.diffusion.get("noise_draws", 1))
+    keys = jax.random.split(noise_rng, self.config.diffusion.noise_draws)
     eps_loss = jnp.mean(jax.vmap(one_draw)(keys))
     aux_mse = jnp.mean((aux - target) ** 2)
-    loss = eps_loss + self.config.diffusion.get("aux_weight", 0.0) * aux_mse
+    loss = eps_loss + self.config.diffusion.aux_weight * aux_mse
     metrics = {"eps_loss": eps_loss, "aux_mae_ef": jnp.mean(jnp.abs(aux - target)) * self.ef_std}
     if self.plugin:
       loss = loss + self.plugin.weight * plugin_loss
@@ -228,7 +228,7 @@ class EFRegressionTask(ef_data.EFData):
     """config.sampling.spread_calibration 'val': the σ-scaling factor fitted on the
     validation posterior by CRPS (evaluation.probabilistic.fit_spread_scale), one per
     params; 'none': None (the raw posterior, as the paper)."""
-    if self.config.sampling.get("spread_calibration", "none") == "none":
+    if self.config.sampling.spread_calibration == "none":
       return None
     if self._scale_cache is not None and self._scale_cache[0] is params:
       return self._scale_cache[1]
@@ -248,7 +248,7 @@ class EFRegressionTask(ef_data.EFData):
   def _title(self, split):
     d = self.config.data
     mode = "vision" if not self.config.model.use_attributes or not (
-        d.get("attributes") or d.get("categorical")) else "vision + attributes"
+        d.attributes or d.categorical) else "vision + attributes"
     return f"{d.dataset} {split}: {mode}"
 
   def meta(self):
