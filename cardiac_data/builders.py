@@ -24,9 +24,9 @@ run s reads test = `fold{s}`, val = `fold{(s+1)%10}` and trains on the rest
 (`pediatric_cv_splits`). Examples keep the reader's order (integer keys,
 shuffling disabled) so index i of a split is the i-th kept video; grain shuffles
 at read time. Videos that fail to decode or are truncated are skipped, counted
-per reason and summarised (SkipLog) at the end of each split; the counts, the
-number of resized videos and per-index frame counts, EF and raw attributes are
-kept in the dataset's metadata (`split_metadata`).
+per split and reason and summarised (SkipLog) in one line at the end of the build,
+as is the number of resized videos; the counts per split, per-index frame counts,
+EF and raw attributes are kept in the dataset's metadata (`split_metadata`).
 
 Resizing: 'stretch' resizes H×W to S×S directly; 'pad' zero-pads to a square
 first (keeps the aspect ratio, the CAMUS default). Videos use cv2.INTER_AREA to
@@ -159,6 +159,16 @@ def _int_or(value: int | None, default: int = -1) -> int:
   return default if value is None else int(value)
 
 
+# Configs made by `make_config` beyond BUILDER_CONFIGS, by (dataset, config name): one
+# object per name, which `get_builder_config` finds (see there).
+_MADE_CONFIGS: dict[tuple[str, str], EchoConfig] = {}
+
+
+def _options(config: EchoConfig) -> tuple:
+  return (config.view, config.size, config.resize_mode, config.continuous, config.categorical,
+          config.reader_kwargs)
+
+
 def _default_configs(dataset: str, views: Sequence[str], resize_mode: str) -> list[EchoConfig]:
   spec = DEFAULT_ATTRIBUTES[dataset]
   return [EchoConfig(name=v.lower(), view=v, resize_mode=resize_mode, continuous=spec.continuous,
@@ -213,14 +223,35 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
   def __init__(self, **kwargs):
     kwargs.setdefault("file_format", _FORMAT)
     config = kwargs.get("config")
-    if isinstance(config, tfds.core.BuilderConfig):
-      # A copy of a registered config (e.g. unpickled in a grain worker) must be
-      # swapped for the registered object, which TFDS compares by identity.
-      for registered in self.BUILDER_CONFIGS:
-        if registered.name == config.name:
-          kwargs["config"] = registered
+    if isinstance(config, EchoConfig):
+      # A copy of a known config (e.g. unpickled in a grain worker) is swapped for the
+      # known object, which TFDS compares by identity; a config first seen here (in a
+      # worker process) becomes known. A different config under a known name is left
+      # for TFDS to reject.
+      known = self.get_builder_config(config.name)
+      if known is None:
+        known = _MADE_CONFIGS.setdefault((self.DATASET, config.name), config)
+      if _options(known) == _options(config):
+        kwargs["config"] = known
     super().__init__(**kwargs)
     self.skip_log = errors.SkipLog(self.name)
+    self.resize_counts: dict[str, tuple[int, int]] = {}  # split -> (resized, written)
+
+  @classmethod
+  def get_builder_config(cls, name: str, version: Any = None) -> EchoConfig | None:
+    """A registered config (BUILDER_CONFIGS) or one `make_config` made, by name.
+
+    TFDS warns "Using custom data configuration" each time a builder is constructed
+    with a config it does not find here (every builder of a non-default size, in
+    every grain worker); `make_config` logs a new config once instead.
+    """
+    return (super().get_builder_config(name, version)
+            or _MADE_CONFIGS.get((cls.DATASET, name)))
+
+  def is_prepared(self) -> bool:
+    # TFDS warns "Variant folder ... has no dataset_info.json" about a dataset that is
+    # simply not built yet; only an existing folder is worth its check.
+    return self.data_path.exists() and super().is_prepared()
 
   @classmethod
   def make_config(cls, view: str | None = None, size: int = DEFAULT_SIZE,
@@ -258,13 +289,28 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
     if (cont, cat) != (default.continuous, default.categorical):
       naming["attributes"] = [cont, cat]
     name = _config_name(view, int(size), naming)
-    for registered in cls.BUILDER_CONFIGS:  # TFDS wants the registered object itself.
-      if registered.name == name:
-        return registered
-    return EchoConfig(name=name, view=view, size=int(size),
-                      resize_mode=resize_mode, continuous=cont, categorical=cat,
-                      reader_kwargs=tuple(extra.items()),
-                      description=f"{view}, {size}x{size}, {resize_mode}")
+    known = cls.get_builder_config(name)  # TFDS wants the known object itself.
+    if known is not None:
+      return known
+    config = EchoConfig(name=name, view=view, size=int(size),
+                        resize_mode=resize_mode, continuous=cont, categorical=cat,
+                        reader_kwargs=tuple(extra.items()),
+                        description=f"{view}, {size}x{size}, {resize_mode}")
+    _MADE_CONFIGS[(cls.DATASET, name)] = config
+    logging.info("%s: builder config %s (%s%s)", cls.DATASET, name, config.description,
+                 "".join(f"; {k}={v!r}" for k, v in naming.items() if k != "resize_mode"))
+    return config
+
+  def log_build_summary(self) -> None:
+    """After generation: the skips (a warning if any) and the resized videos, each
+    in one line over all splits (per split in the metadata)."""
+    self.skip_log.log_summary()
+    resized = sum(r for r, _ in self.resize_counts.values())
+    written = sum(n for _, n in self.resize_counts.values())
+    if resized:
+      cfg = self.builder_config
+      logging.info("%s/%s: resized %d of %d video(s) to %dx%d", self.name, cfg.name,
+                   resized, written, cfg.size, cfg.size)
 
   def _info(self) -> tfds.core.DatasetInfo:
     cfg = self.builder_config
@@ -376,11 +422,8 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
       attrs.append(_nan_to_none(raw[i]))
       yield key, ex
       key += 1
-    log.log_summary()
-    if resized:
-      logging.info("%s/%s/%s: resized %d of %d video(s) to %dx%d", self.name, cfg.name,
-                   split, resized, key, cfg.size, cfg.size)
-    for reason, n in log.counts.items():
+    self.resize_counts[split] = (int(resized), key)
+    for reason, n in log.counts.items():  # Logged once, by `log_build_summary`.
       self.skip_log.counts[f"{split}: {reason}"] += n
     self.info.metadata["splits"][split] = {
         "num_examples": key,
@@ -506,7 +549,7 @@ def build(dataset_name: str, manual_dir: str | os.PathLike, data_dir: str | os.P
   os.makedirs(data_dir, exist_ok=True)
   # One build at a time per dataset/config (e.g. pytest -n 2 sharing a cache).
   lock = os.path.join(data_dir, f".{dataset_name}-{cfg.name}.lock")
-  with cache._file_lock(lock):  # pylint: disable=protected-access
+  with cache.file_lock(lock):
     builder = cls(config=cfg, data_dir=data_dir)
     fingerprint = source_fingerprint(manual_dir)
     regenerate = not builder.is_prepared()
@@ -527,7 +570,7 @@ def build(dataset_name: str, manual_dir: str | os.PathLike, data_dir: str | os.P
         raise errors.DataFormatError(manual_dir, f"{dataset_name}: {e} (every video of that "
                                      f"split was skipped; {builder.skip_log.summary()})"
                                      ) from None
-      builder.skip_log.log_summary()
+      builder.log_build_summary()
       builder = cls(config=cfg, data_dir=data_dir)  # Re-read info and metadata from disk.
   _BUILT[cache_key] = builder
   return builder

@@ -39,11 +39,11 @@ import numpy as np
 
 from benchmarks.common import device_name
 from cardiac_data import builders
+from diffusion import samplers
 from evaluation import plots
 from evaluation import probabilistic
 from evaluation import regression
 from launch import train as train_launch  # Defines --config and --workdir.
-from mcsdr_jax import posterior
 from mcsdr_jax import task as task_lib
 from training import checkpoint as checkpoint_lib
 from training import loop
@@ -73,9 +73,9 @@ def sampler_configs(names, config) -> list[tuple[str, object, int | None]]:
                        "steps), 'pf_ode' (adaptive) or 'pf_odeN' (N fixed steps)")
     kind = m.group(1)
     if kind == "ddim":
-      cfg = posterior.SamplerConfig("ddim", steps, eta=s.eta, spacing=s.spacing)
+      cfg = samplers.SamplerConfig("ddim", steps, eta=s.eta, spacing=s.spacing)
     else:
-      cfg = posterior.SamplerConfig(kind, steps)
+      cfg = samplers.SamplerConfig(kind, steps)
     out.append((name, cfg, config.diffusion.num_steps if kind == "ddpm" else steps))
   return out
 
@@ -271,7 +271,7 @@ def _define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  quiet = train_launch._QuietLibraries()  # pylint: disable=protected-access
+  quiet = train_launch.QuietLibraries()
   logging.get_absl_handler().addFilter(quiet)
   f = flags.FLAGS
   workdir = f.workdir or train_launch.default_workdir(f["config"].config_filename)

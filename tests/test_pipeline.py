@@ -1,16 +1,21 @@
 """Clip sampling, augmentation and the grain pipeline (shapes, eval pass, determinism)."""
 from __future__ import annotations
 
+import gc
 import itertools
+import logging
+import pickle
 
 import cv2
 import numpy as np
 import pytest
 
 from cardiac_data import attributes
+from cardiac_data import builders
 from cardiac_data import pipeline
 from cardiac_data import transforms as T
 from tests import conftest
+from tests import fixtures
 
 S = 8
 
@@ -235,6 +240,44 @@ def test_eval_pass_counts_each_item_once_with_padding(protocol):
   assert sorted(items) == sorted(want)
 
 
+def test_eval_pass_knows_its_length_and_shows_progress_when_iterated(capsys):
+  src = ramp_source([20, 9, 30, 12, 25, 7, 16])
+  c = cfg(eval_protocol="all", eval_stride=2)
+  n = pipeline.num_eval_batches(src, c)
+  loader = pipeline.make_loader(src, c, train=False, desc="eval val")
+  assert len(loader) == n and loader.desc == "eval val"
+  assert len(list(loader)) == n and list(loader) == []
+  err = capsys.readouterr().err
+  assert err.count(f"eval val: 100%") == 1 and f"{n}/{n}" in err
+  # Looking at one batch (an example batch for init) prints no bar.
+  assert next(pipeline.make_loader(src, c, train=False))["video"].shape[0] == 3
+  assert capsys.readouterr().err == ""
+  assert pipeline.make_loader(src, c, train=False).desc == "eval"
+
+
+def test_builder_config_logged_once_and_tfds_does_not_warn(tmp_path, caplog):
+  """A non-default size used to make TFDS warn "Using custom data configuration" at
+  every builder construction (each data source, each grain worker) and "Variant
+  folder ... has no dataset_info.json" before the first build; the build logged its
+  skips and resized videos once per split."""
+  fx = fixtures.write_echonet_dynamic(tmp_path / "src", num_videos=4)
+  with caplog.at_level(logging.INFO, logger="absl"):
+    b = builders.build("echonet_dynamic", fx.root, tmp_path / "tfds", size=20)
+    sources = [pipeline.data_source(b, split) for split in ("train", "val", "test")]
+    # The built builder gives the data sources (its info is read from disk once).
+    assert sum("Load dataset info" in r.getMessage() for r in caplog.records) == 1
+    # A grain worker unpickles the source, which constructs the builder again.
+    copy = pickle.loads(pickle.dumps(sources[0]))
+    assert copy[0]["video"].shape[1:] == (20, 20)
+    assert builders.build("echonet_dynamic", fx.root, tmp_path / "tfds", size=20) is b
+  messages = [r.getMessage() for r in caplog.records]
+  assert not [m for m in messages if "custom data configuration" in m or "Variant folder" in m]
+  assert sum("builder config a4c_s20" in m for m in messages) == 1
+  # The build's summary: one line over the splits (per split in the metadata).
+  assert [m for m in messages if "resized" in m] == [
+      "echonet_dynamic/a4c_s20: resized 4 of 4 video(s) to 20x20"]
+
+
 def test_training_epochs_shuffle_shards_and_determinism():
   src = ramp_source([20, 9, 30, 12, 25])
   c = cfg(batch_size=1, drop_remainder=False, augment=True)
@@ -302,13 +345,19 @@ def test_tfds_source_batches(tiny_dynamic):
   np.testing.assert_allclose(batch["ef"], [want[i] for i in batch["index"]], rtol=1e-6)
   test = pipeline.data_source(tiny_dynamic.builder, "test")
   c = c.replace(eval_protocol="all", eval_stride=4, image_size=conftest.TINY_SIZE)
-  batches = list(pipeline.make_loader(test, c, train=False))
+  loader = pipeline.make_loader(test, c, train=False)
+  assert loader.desc == "eval test" and len(loader) == pipeline.num_eval_batches(test, c)
+  batches = list(loader)
   n_items = sum(int(b["mask"].sum()) for b in batches)
   assert n_items == len(tiny_dynamic.keys["test"]) * len(T.all_starts(16, 8, 1, 4))
 
 
+def shared_memory_arrays() -> list:
+  return [o for o in gc.get_objects() if type(o).__name__ == "SharedMemoryArray"]
+
+
 @pytest.mark.multiprocess
-def test_two_workers_give_the_same_batches(tiny_dynamic):
+def test_two_workers_give_the_same_batches(tiny_dynamic, capfd):
   src = pipeline.data_source(tiny_dynamic.builder, "train")
   c = cfg(frames=8, period=1, image_size=16, batch_size=2, augment=True, blur_prob=0.5)
   want = list(itertools.islice(pipeline.make_loader(src, c, train=True), 4))
@@ -318,3 +367,15 @@ def test_two_workers_give_the_same_batches(tiny_dynamic):
   for x, y in zip(want, got):
     for k in x:
       np.testing.assert_array_equal(x[k], y[k])
+      assert type(y[k]) is np.ndarray  # Copied out of grain's shared memory.
+  # An evaluation pass with workers: the same batches, and no shared-memory segment
+  # left for the resource tracker to report as leaked at exit.
+  c = c.replace(augment=False)
+  want = list(pipeline.make_loader(src, c, train=False))
+  got = list(pipeline.make_loader(src, c.replace(worker_count=2), train=False))
+  assert len(got) == len(want) and not shared_memory_arrays()
+  for x, y in zip(want, got):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  # The workers construct the builder (a non-default size) without TFDS warnings.
+  assert "custom data configuration" not in capfd.readouterr().err
