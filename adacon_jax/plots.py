@@ -41,7 +41,7 @@ def similarity_plot(path: str, z, phi, *, title: str = "") -> None:
     ax.legend(fontsize=7, frameon=False)
   ax.set(xlabel="|φ(y_i) − φ(y_j)|", ylabel="cos(z_i, z_j)", ylim=(-1.05, 1.05),
          title=title or "Feature similarity vs label distance")
-  eval_plots._save(fig, path)
+  eval_plots.save_figure(fig, path)
 
 
 def angular_plot(path: str, z, labels, *, title: str = "", label: str = "EF (%)") -> None:
@@ -59,4 +59,4 @@ def angular_plot(path: str, z, labels, *, title: str = "", label: str = "EF (%)"
   ax.set(xlim=(-1.05, 1.05), ylim=(-0.05, 1.05), title=title or "Angular embedding")
   ax.set_aspect("equal")
   ax.axis("off")
-  eval_plots._save(fig, path)
+  eval_plots.save_figure(fig, path)

@@ -22,7 +22,7 @@ The JAX and numpy objectives are also compared (relative difference) as a check.
 """
 from __future__ import annotations
 
-from benchmarks.common import cpu_name
+from evaluation.devices import cpu_name
 
 import argparse
 import functools

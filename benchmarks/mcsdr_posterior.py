@@ -47,8 +47,8 @@ at batch 1 and ≤ 3 % at batch 8 on a CPU; on a GPU the posterior at batch 1 wi
 """
 from __future__ import annotations
 
-from benchmarks.common import cpu_name
-from benchmarks.common import device_name
+from evaluation.devices import cpu_name
+from evaluation.devices import device_name
 
 import functools
 import json

@@ -16,7 +16,7 @@ if that is unavailable, a temporary tree of 112 x 112 AVIs.
 """
 from __future__ import annotations
 
-from benchmarks.common import cpu_name
+from evaluation.devices import cpu_name
 
 import json
 import os

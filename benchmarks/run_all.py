@@ -40,7 +40,7 @@ def _section(name, fn, results, errors):
 
 def run(quick: bool = False) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  from evaluation import devices  # pylint: disable=g-import-not-at-top
   from benchmarks import epdiff_throughput  # pylint: disable=g-import-not-at-top
   from benchmarks import mcsdr_posterior  # pylint: disable=g-import-not-at-top
   from benchmarks import pipeline_throughput  # pylint: disable=g-import-not-at-top
@@ -64,7 +64,7 @@ def run(quick: bool = False) -> dict:
       modes=("forward",), repeats=1 if quick else 3, numpy_baseline=False), results, errors)
   _section("pipeline", lambda: pipeline_throughput.run(
       num_videos=16 if quick else 48, epochs=1 if quick else 2), results, errors)
-  return dict(device=common.device_name(), jax=jax.__version__, results=results,
+  return dict(device=devices.device_name(), jax=jax.__version__, results=results,
               errors=errors, quick=quick)
 
 

@@ -129,7 +129,7 @@ def bench_config(config_arg: str, *, steps: int = 20, repeats: int = 3,
 def run(configs=("configs/pediatric.py",), *, steps: int = 20, repeats: int = 3,
         dtype: str | None = None) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from benchmarks.common import device_name  # pylint: disable=g-import-not-at-top
+  from evaluation.devices import device_name  # pylint: disable=g-import-not-at-top
   rows = []
   for c in configs:
     if not os.path.exists(c.partition(":")[0]):

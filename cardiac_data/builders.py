@@ -508,6 +508,12 @@ BUILDERS: dict[str, type[_EchoBuilder]] = {
 _BUILT: dict[tuple[str, str, str, str], tfds.core.DatasetBuilder] = {}
 
 
+def forget_built() -> None:
+  """Forgets the builders `build` returned in this process, so the next `build` checks
+  the files on disk again (the source fingerprint) instead of reusing them."""
+  _BUILT.clear()
+
+
 def source_fingerprint(root: str | os.PathLike) -> str:
   """Hash of a manual_dir: its resolved path and the size and mtime of every entry
   down to two levels (folders by their own mtime), so an edited or regenerated

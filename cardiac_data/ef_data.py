@@ -97,4 +97,4 @@ class EFData:
   def eval_batches(self, split: str):
     """One pass over `split` in index order (padded last batch: see batch['mask'])."""
     return pipeline.make_loader(self.sources[split], self.pcfg, train=False,
-                                preprocessor=self.preprocessor)
+                                preprocessor=self.preprocessor, desc=f"eval {split}")

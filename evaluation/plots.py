@@ -39,12 +39,12 @@ def scatter_plot(path: str, y_true, y_pred, *, yerr=None, color=None, color_labe
 _TRUTH, _PRED = "tab:red", "tab:blue"
 
 
-def _save(fig, path) -> None:
+def save_figure(fig, path, dpi: int = 150) -> None:
   """tight_layout, create the parent folder, write the PNG, close the figure."""
   import pathlib
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, dpi=150)
+  fig.savefig(path, dpi=dpi)
   plt.close(fig)
 
 
@@ -74,7 +74,7 @@ def density_plot(path: str, truth, pred, title: str = "", label: str = "EF (%)")
   ax.set(xlabel=label, ylabel="density", title=title or "Distribution of predictions")
   ax.set_ylim(bottom=0)
   ax.legend(fontsize=7, frameon=False)
-  _save(fig, path)
+  save_figure(fig, path)
 
 
 def posterior_histograms(path: str, samples, truth, *, n: int = 3, ids=None,
@@ -105,7 +105,7 @@ def posterior_histograms(path: str, samples, truth, *, n: int = 3, ids=None,
       ax.tick_params(labelsize=7)
       ax.legend(fontsize=6, frameon=False)
   fig.suptitle("Posterior samples: sharpest (top) and widest (bottom)", fontsize=9)
-  _save(fig, path)
+  save_figure(fig, path)
 
 
 def trajectory_plot(path: str, ts, trajectories, truth, *, titles=None,
@@ -131,7 +131,7 @@ def trajectory_plot(path: str, ts, trajectories, truth, *, titles=None,
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6, frameon=False, loc="best")
   axes[0, 0].set_ylabel(label, fontsize=8)
-  _save(fig, path)
+  save_figure(fig, path)
 
 
 def pit_histogram(path: str, pit, bins: int = 10, title: str = "") -> None:
@@ -143,7 +143,7 @@ def pit_histogram(path: str, pit, bins: int = 10, title: str = "") -> None:
   ax.axhline(1.0, color="k", ls="--", lw=1.0, label="uniform (calibrated)")
   ax.set(xlim=(0, 1), xlabel="PIT", ylabel="density", title=title or "PIT histogram")
   ax.legend(fontsize=7, frameon=False, loc="lower center")
-  _save(fig, path)
+  save_figure(fig, path)
 
 
 def calibration_plot(path: str, samples, truth) -> None:
@@ -165,7 +165,7 @@ def calibration_plot(path: str, samples, truth) -> None:
   a1.set(xlabel="posterior σ (EF %)", ylabel="|mean − truth| (EF %)",
          title=f"Uncertainty vs error, Spearman ρ = {spearman(sigma, err):.2f}")
   a1.legend(fontsize=7, frameon=False, loc="upper left")
-  _save(fig, path)
+  save_figure(fig, path)
 
 
 def _finite(entry: dict, key: str) -> bool:
@@ -238,7 +238,7 @@ def sampling_study_plot(path: str, study: dict) -> None:
       ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2),
                 ncol=3)
     ax.grid(alpha=0.3)
-  _save(fig, path)
+  save_figure(fig, path)
 
 
 def group_bar_plot(path: str, table: dict, metric: str = "mae", reference: dict | None = None,
@@ -264,4 +264,4 @@ def group_bar_plot(path: str, table: dict, metric: str = "mae", reference: dict 
   ax.set(ylabel=metric, xlabel="group", title=title or f"{metric} per group")
   ax.margins(y=0.15)
   ax.legend(fontsize=7, frameon=False)
-  _save(fig, path)
+  save_figure(fig, path)

@@ -48,7 +48,7 @@ def es_motion_plot(path, arr, preds, true_seg, patterns) -> None:
   for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])
-  plots_lib._save(fig, path)
+  plots_lib.save_figure(fig, path)
 
 
 def error_bars_plot(path, metrics: dict) -> None:
@@ -63,7 +63,7 @@ def error_bars_plot(path, metrics: dict) -> None:
     ax.set_ylabel(label)
     for j, v in enumerate(vals):
       ax.text(j, v, f"{v:.3g}", ha="center", va="bottom", fontsize=7)
-  plots_lib._save(fig, path)
+  plots_lib.save_figure(fig, path)
 
 
 def segment_curves_plot(path, curves: dict, true_seg, patterns) -> None:
@@ -82,7 +82,7 @@ def segment_curves_plot(path, curves: dict, true_seg, patterns) -> None:
       ax.axhline(0, color="0.8", lw=0.5)
   axes[0, 0].set_ylabel("Ecc")
   axes[0, 0].legend(fontsize=6, frameon=False)
-  plots_lib._save(fig, path)
+  plots_lib.save_figure(fig, path)
 
 
 def write_plots(folder, split, arr, preds, curves, true_seg, metrics, patterns) -> None:

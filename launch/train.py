@@ -27,10 +27,11 @@ def default_workdir(config_arg: str) -> str:
 
 
 class QuietLibraries(logging.logging.Filter):
-  """Drops INFO chatter of orbax and grain (kept: warnings and errors)."""
+  """Drops INFO chatter of orbax, grain and jax (backend probing: "Unable to initialize
+  backend 'tpu'"); their warnings and errors are kept."""
 
   def filter(self, record):
-    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain"))
+    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "jax"))
     return record.levelno >= logging.logging.WARNING or not noisy
 
 

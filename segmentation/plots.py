@@ -1,8 +1,6 @@
 """Segmentation figures (PNG): example predictions, Dice per structure (MELBA Figs. 3, 5–7)."""
 from __future__ import annotations
 
-import pathlib
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,18 +8,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cardiac_data import seg_scenario  # noqa: E402
+from evaluation import plots as eval_plots  # noqa: E402
 from segmentation import labels as labels_lib  # noqa: E402
 
 # Blue LV, green LVM, yellow LA (the paper's Fig. 1 colours).
 _COLOURS = np.array([[0, 0, 0, 0], [0.1, 0.35, 1, 0.55], [0.1, 0.8, 0.2, 0.55],
                      [1, 0.85, 0.1, 0.55]])
-
-
-def _save(fig, path) -> None:
-  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def examples_plot(path, images, ref, pred, domain, domains, per_domain: int = 2) -> None:
@@ -42,7 +34,7 @@ def examples_plot(path, images, ref, pred, domain, domains, per_domain: int = 2)
         ax.imshow(_COLOURS[lab])
       ax.set_axis_off()
       ax.set_title(f"{name}: {title}" if c == 0 else title, fontsize=8)
-  _save(fig, path)
+  eval_plots.save_figure(fig, path, dpi=120)
 
 
 def dice_bars(path, metrics: dict, domains, title: str = "") -> None:
@@ -56,7 +48,7 @@ def dice_bars(path, metrics: dict, domains, title: str = "") -> None:
   ax.set_xticks(x + 0.4 - width / 2, [s.upper() for s in labels_lib.STRUCTURES])
   ax.set(ylim=(0, 1), ylabel="Dice", title=title)
   ax.legend(fontsize=7, frameon=False)
-  _save(fig, path)
+  eval_plots.save_figure(fig, path, dpi=120)
 
 
 def summary_plot(path, rows, structures_key: str = "dice", title: str = "") -> None:
@@ -79,7 +71,7 @@ def summary_plot(path, rows, structures_key: str = "dice", title: str = "") -> N
     ax.set_xticks(x + 0.4 - width / 2, names, fontsize=7)
     ax.set(ylim=(0, 1), ylabel="test Dice", title=f"{arch} {title}".strip())
     ax.legend(fontsize=7, frameon=False)
-  _save(fig, path)
+  eval_plots.save_figure(fig, path, dpi=120)
 
 
 def sweep_plot(path, rows, title: str = "") -> None:
@@ -91,4 +83,4 @@ def sweep_plot(path, rows, title: str = "") -> None:
   ax.set(xlabel="label dropout p", ylabel="test Dice (withheld structure)", ylim=(0, 1),
          title=title)
   ax.legend(fontsize=7, frameon=False)
-  _save(fig, path)
+  eval_plots.save_figure(fig, path, dpi=120)

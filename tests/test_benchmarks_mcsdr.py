@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import mcsdr_posterior as bench
-from benchmarks.common import device_name
+from evaluation.devices import device_name
 
 PROGRAMS = ("deterministic", "posterior", "head", "encoder")
 

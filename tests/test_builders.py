@@ -94,7 +94,7 @@ def test_build_reuses_then_rebuilds_when_source_changes(tmp_path, monkeypatch):
   fx = fixtures.write_echonet_dynamic(tmp_path / "src", num_videos=2)
   first = builders.build("echonet_dynamic", fx.root, tmp_path / "tfds", size=8)
   assert builders.build("echonet_dynamic", fx.root, tmp_path / "tfds", size=8) is first
-  builders._BUILT.clear()
+  builders.forget_built()
   calls = []
   original = builders.EchonetDynamic._split_generators
   monkeypatch.setattr(builders.EchonetDynamic, "_split_generators",
@@ -104,7 +104,7 @@ def test_build_reuses_then_rebuilds_when_source_changes(tmp_path, monkeypatch):
   # Drop one video's row: the fingerprint changes and the dataset is regenerated.
   fixtures.write_csv(fx.root / "FileList.csv", fixtures.DYNAMIC_FILELIST_HEADER, fx.filelist[1:])
   os.utime(fx.root / "FileList.csv", ns=(1, 1))
-  builders._BUILT.clear()
+  builders.forget_built()
   rebuilt = builders.build("echonet_dynamic", fx.root, tmp_path / "tfds", size=8)
   assert calls == [1] and rebuilt.info.splits["train"].num_examples == 1
 

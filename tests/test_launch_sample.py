@@ -18,6 +18,8 @@ import pytest
 from configs import pediatric
 from diffusion import samplers
 from launch import sample
+from mcsdr_jax import sampling_study
+from training import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLERS = ("ddim5", "ddim10", "pf_ode")
@@ -55,7 +57,7 @@ def study(trained):
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("CARDIAC_DATA_CACHE", str(cache))
     config = smoke_config()
-    run = sample.load_run(config, str(workdir))
+    run = runs.load_run(config, str(workdir))
     result = sample.run_study(config, str(workdir), "test", SAMPLERS, KS, run=run)
     yield config, run, result
 
@@ -82,7 +84,7 @@ def test_study_writes_json_and_plot(trained, study):
       assert 0 <= e["crps"] <= e["crps_all_pairs"] and 0 <= e["coverage90"] <= 1
   png = (workdir / "plots" / "sampling_study.png").read_bytes()
   assert png.startswith(b"\x89PNG")
-  table = sample.format_table(result)
+  table = sampling_study.format_table(result)
   assert "pf_ode" in table and "–" in table       # K = 1 has no CRPS.
 
 
@@ -90,7 +92,7 @@ def test_same_setting_in_both_sweeps_gives_the_same_numbers(study):
   _, _, result = study
   a = next(e for e in result["samplers"] if e["name"] == "ddim10")
   b = next(e for e in result["k_sweep"] if e["k"] == K)
-  for key in sample.METRIC_KEYS:
+  for key in sampling_study.METRIC_KEYS:
     assert a[key] == b[key], key
 
 
@@ -174,11 +176,11 @@ def test_bad_arguments_are_clear_errors(tmp_path):
 def test_sampler_names():
   config = smoke_config()
   config.sampling.eta = 0.5
-  got = {name: (cfg, steps) for name, cfg, steps in sample.sampler_configs(
+  got = {name: (cfg, steps) for name, cfg, steps in sampling_study.sampler_configs(
       ["ddpm", "DDIM20", "pf_ode", "pf_ode8", "ddpm"], config)}
   assert list(got) == ["ddpm", "ddim20", "pf_ode", "pf_ode8"]
   assert got["ddpm"] == (samplers.SamplerConfig("ddpm", None), 1000)
   assert got["ddim20"] == (samplers.SamplerConfig("ddim", 20, eta=0.5), 20)
   assert got["pf_ode"] == (samplers.SamplerConfig("pf_ode", None), None)
   assert got["pf_ode8"] == (samplers.SamplerConfig("pf_ode", 8), 8)
-  assert sample.parse_ks(["1", 5, "5", 40]) == [1, 5, 40]
+  assert sampling_study.parse_ks(["1", 5, "5", 40]) == [1, 5, 40]

@@ -184,6 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     bar.close()
     writer.close()
     ckpts.close()
+    if hasattr(batches, "close"):    # Ends the loader's worker processes now.
+      batches.close()
   final = {}
   for split in config.final_eval_splits:
     res = task.evaluate(params, eval_rng, split, final=True, workdir=out_dir)

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks."""
+"""What hardware a result was measured on (for study and benchmark reports)."""
 from __future__ import annotations
 
 import platform
@@ -7,6 +7,7 @@ import jax
 
 
 def cpu_name() -> str:
+  """The CPU model (/proc/cpuinfo), else the platform's processor or machine name."""
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:

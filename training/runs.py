@@ -1,0 +1,53 @@
+"""A trained run restored for inference: the task of its config and the parameters of
+its best checkpoint (else its last), after checking that the checkpoint was written by a
+config with the same model and data (`checkpoint.check_same_config`)."""
+from __future__ import annotations
+
+import math
+import os
+
+from absl import logging
+import jax
+
+from training import checkpoint as checkpoint_lib
+from training import loop
+from training import tasks
+
+
+def abstract_state(task, config):
+  """Shapes, dtypes and placement of training.loop.init_state's state (eval_shape: the
+  eager init of the encoders takes ~30 s on a 2-core CPU)."""
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shapes = jax.eval_shape(lambda k: loop.init_state(task, config, k)[0],
+                          jax.random.key(config.seed))
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
+
+
+def load_run(config, workdir: str):
+  """(task, params, {"which", "step"}) of WORKDIR's best checkpoint, else its last."""
+  missing = FileNotFoundError(
+      f"no checkpoint in {workdir} (checkpoints/last and checkpoints/best are empty or "
+      f"missing); run `python -m launch.train --config=... --workdir={workdir}` first")
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise missing       # Checked first: Checkpoints() would create the folders.
+  ckpt_cfg = config.checkpoint
+  ckpts = checkpoint_lib.Checkpoints(workdir, keep=ckpt_cfg.keep,
+                                     best_metric=ckpt_cfg.best_metric or None,
+                                     best_mode=ckpt_cfg.best_mode)
+  try:
+    which = "best" if ckpts.has_best() else "last"
+    step = (ckpts.best if which == "best" else ckpts.last).latest_step()
+    if step is None:
+      raise missing
+    checkpoint_lib.check_same_config(ckpts.meta(which)["config"], config.to_dict(), workdir)
+    task = tasks.make_task(config, workdir)
+    state, meta = ckpts.restore(abstract_state(task, config), which=which)
+  finally:
+    ckpts.close()
+  for field in ("ef_mean", "ef_std"):      # EF tasks: the target standardisation.
+    saved, now = meta.get(field), getattr(task, field, None)
+    if None not in (saved, now) and not math.isclose(saved, now, rel_tol=1e-6):
+      logging.warning("%s: the checkpoint's %s is %.6g, this config's data give %.6g; "
+                      "outputs use the latter", workdir, field, saved, now)
+  logging.info("restored the %s checkpoint of %s (step %d)", which, workdir, step)
+  return task, loop.eval_params(state), {"which": which, "step": int(step)}
