@@ -1,4 +1,4 @@
-"""Checks run in a subprocess with 8 faked CPU devices (tests/test_sharding.py).
+"""Checks run in a subprocess with 8 faked CPU devices (tests/training/test_sharding.py).
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/multidevice_worker.py OUT
 

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import tests
+
+ROOT = str(tests.ROOT)
 
 
 def run_train(*args, cache):

@@ -13,8 +13,9 @@ import ml_collections
 import pytest
 
 from launch import sweep
+import tests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(tests.ROOT)
 
 
 def test_parse_space_and_grid():

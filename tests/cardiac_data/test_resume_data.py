@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 
 from cardiac_data import pipeline
-from tests.test_pipeline import cfg, ramp_source
+from tests.cardiac_data.test_pipeline import cfg, ramp_source
 
 
 def test_start_batch_continues_the_uninterrupted_stream():

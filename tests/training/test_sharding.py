@@ -18,8 +18,9 @@ import pytest
 from training import checkpoint as checkpoint_lib
 from training import loop
 from training import sharding
+import tests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(tests.ROOT)
 EIGHT = "--xla_force_host_platform_device_count=8"
 
 
@@ -60,8 +61,7 @@ def test_sharded_sampling_equals_unsharded(worker, label):
 def test_checkpoint_from_8_devices_restores_on_1(worker):
   out, _ = worker
   assert jax.device_count() == 1
-  sys.path.insert(0, os.path.join(ROOT, "tests"))
-  import multidevice_worker as mw  # pylint: disable=g-import-not-at-top
+  from tests import multidevice_worker as mw  # pylint: disable=g-import-not-at-top
   cfg = mw.config(shard_min=64)
   template, _, _ = loop.init_state(mw.TinyTask(), cfg, jax.random.key(1), sharding.make_mesh())
   ckpts = checkpoint_lib.Checkpoints(str(out / "ckpt"), keep=1)
@@ -118,8 +118,7 @@ def test_bfloat16_compute_keeps_float32_params_and_optimizer_state():
   """Mixed precision by config (model.dtype): the encoder computes in bf16, parameters,
   gradients and AdamW moments stay float32, and the loss is close to float32's."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, os.path.join(ROOT, "tests"))
-  import multidevice_worker as mw  # pylint: disable=g-import-not-at-top
+  from tests import multidevice_worker as mw  # pylint: disable=g-import-not-at-top
   cfg = mw.config()
   cfg.optim.name = "adamw"
   losses = {}

@@ -1,6 +1,6 @@
 """`launch.sample` (the sampler / posterior-size study, MCSDR Fig. 7) on a smoke run.
 
-The smoke config is trained once (a subprocess, as tests/test_launch_train.py); the
+The smoke config is trained once (a subprocess, as tests/launch/test_train.py); the
 study's numbers are checked against task.predict scored by brute-force numpy float64,
 and the restored checkpoint against the training run's own final metrics.
 """
@@ -20,8 +20,9 @@ from diffusion import samplers
 from launch import sample
 from mcsdr_jax import sampling_study
 from training import runs
+import tests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(tests.ROOT)
 SAMPLERS = ("ddim5", "ddim10", "pf_ode")
 KS = (1, 2, 4)
 K = 4      # config.sampling.num_samples of the study (not a state field: same checkpoint)
