@@ -51,6 +51,7 @@ def test_ecdf_is_fitted_on_the_training_split_only(cache, tmp_path):
   np.testing.assert_array_equal(meta.sorted_values, ref.sorted_values)
 
 
+@pytest.mark.slow
 def test_short_run_writes_metrics_and_figures(cache, tmp_path):
   metrics = loop.train_and_evaluate(_config(cache), str(tmp_path))
   saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -64,6 +65,7 @@ def test_short_run_writes_metrics_and_figures(cache, tmp_path):
   assert all(np.isfinite(r["con_loss"]) and np.isfinite(r["reg_loss"]) for r in train)
 
 
+@pytest.mark.slow
 def test_two_stage_switch_and_regression_only_arm(cache, tmp_path):
   task = adacon_task.AdaConTask(_config(cache, pretrain_steps=2), str(tmp_path))
   batches = task.train_batches(1)
@@ -103,6 +105,7 @@ def test_contrastive_dispatch_matches_the_losses():
     np.testing.assert_allclose(float(got), float(ref), rtol=1e-6, err_msg=kind)
 
 
+@pytest.mark.slow
 def test_mcsdr_plugin_one_step(cache, tmp_path):
   def make(weight):
     c = dynamic.get_config("smoke")

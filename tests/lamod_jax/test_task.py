@@ -50,6 +50,7 @@ def test_masked_sq_error():
   assert float(task_lib.masked_sq_error(v, u, support)) == pytest.approx(4.0)
 
 
+@pytest.mark.slow
 def test_smoke_run(tmp_path, monkeypatch):
   monkeypatch.setenv("CARDIAC_DATA_CACHE", str(tmp_path / "cache"))
   config = lamod_dense.get_config("smoke")

@@ -63,6 +63,7 @@ def study(trained):
     yield config, run, result
 
 
+@pytest.mark.slow
 def test_study_writes_json_and_plot(trained, study):
   workdir, _ = trained
   _, (task, _, _), result = study
@@ -89,6 +90,7 @@ def test_study_writes_json_and_plot(trained, study):
   assert "pf_ode" in table and "–" in table       # K = 1 has no CRPS.
 
 
+@pytest.mark.slow
 def test_same_setting_in_both_sweeps_gives_the_same_numbers(study):
   _, _, result = study
   a = next(e for e in result["samplers"] if e["name"] == "ddim10")
@@ -112,6 +114,7 @@ def _brute_force(samples, y):
   return out
 
 
+@pytest.mark.slow
 def test_numbers_match_task_predict_scored_by_brute_force(study):
   config, (task, params, _), result = study
   ddim10 = samplers.SamplerConfig("ddim", 10, eta=config.sampling.eta,
@@ -124,6 +127,7 @@ def test_numbers_match_task_predict_scored_by_brute_force(study):
       np.testing.assert_allclose(entry[name], value, rtol=1e-9, err_msg=f"K={k} {name}")
 
 
+@pytest.mark.slow
 def test_restored_checkpoint_reproduces_the_training_metrics(trained, study):
   """Training's final test evaluation (best checkpoint, key seed + 1, K = 8, DDIM-10)."""
   workdir, _ = trained
@@ -146,6 +150,7 @@ def test_restored_checkpoint_reproduces_the_training_metrics(trained, study):
   np.testing.assert_allclose(final["test/mae"], scaled["mae"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_config_names_the_field(trained):
   workdir, cache = trained
   proc = run_module("launch.sample", "--config=configs/pediatric.py:smoke",

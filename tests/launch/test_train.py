@@ -25,6 +25,7 @@ def cache(tmp_path_factory):
   return tmp_path_factory.mktemp("cache")
 
 
+@pytest.mark.slow
 def test_smoke_config_trains_and_writes_metrics(tmp_path, cache):
   workdir = tmp_path / "run"
   proc = run_train("--config=configs/pediatric.py:smoke", f"--workdir={workdir}", cache=cache)
@@ -72,6 +73,7 @@ def test_missing_data_root_names_the_field(tmp_path, cache):
   assert proc.returncode != 0 and "config.data.root" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["camus", "dynamic"])
 def test_other_mcsdr_configs_train_on_their_synthetic_cohorts(tmp_path, cache, config):
   proc = run_train(f"--config=configs/{config}.py:smoke", "--config.num_steps=4",

@@ -36,6 +36,7 @@ def test_config_variants():
     seg_partial.get_config("big")
 
 
+@pytest.mark.slow
 def test_smoke_pseudo_labels_with_dropout(tmp_path):
   """One training through the loop: pseudo-label teacher, student with label dropout."""
   c = seg_partial.get_config("inter,smoke")

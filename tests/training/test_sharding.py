@@ -41,6 +41,7 @@ def worker(tmp_path_factory):
   return out, json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_sharded_train_steps_equal_one_device(worker):
   _, r = worker
   assert r["devices"] == 8
@@ -51,6 +52,7 @@ def test_sharded_train_steps_equal_one_device(worker):
   assert r["fsdp_sharded_leaves"] > 0          # the switch really split some leaves
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", ["sample_ddim10", "sample_pf_ode_heun8"])
 def test_sharded_sampling_equals_unsharded(worker, label):
   s = worker[1][label]
@@ -58,6 +60,7 @@ def test_sharded_sampling_equals_unsharded(worker, label):
   assert s["spread"] > 0.05 and s["diff"] < 1e-5
 
 
+@pytest.mark.slow
 def test_checkpoint_from_8_devices_restores_on_1(worker):
   out, _ = worker
   assert jax.device_count() == 1
@@ -82,6 +85,7 @@ def test_batch_size_not_divisible_is_a_clear_error():
     sharding.check_batch_size(6, type("M", (), {"shape": {"data": 4}})())
 
 
+@pytest.mark.slow
 def test_launch_train_smoke_on_8_devices_matches_1(tmp_path):
   cache = tmp_path / "cache"
   metrics = {}
