@@ -94,7 +94,7 @@ def bench_config(config_arg: str, *, steps: int = 20, repeats: int = 3,
     mesh = sharding.make_mesh()
     state, tx, state_sh = loop.init_state(task, config, jax.random.key(0), mesh)
     step_fn = functools.partial(loop.train_step_fn, task.loss, tx,
-                                config.optim.get("ema_decay", 0.0))
+                                config.optim.ema_decay)
     step = jax.jit(step_fn,
                    in_shardings=(state_sh, sharding.data_sharding(mesh)),
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)

@@ -41,6 +41,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from typing import Any, Iterator, Mapping, Sequence
 
 from absl import logging
@@ -52,6 +53,9 @@ from cardiac_data import attributes as attributes_lib
 from cardiac_data import errors
 from cardiac_data import records as records_lib
 from cardiac_data import transforms
+
+#: Seconds between progress lines while a split is written.
+BUILD_PROGRESS_S = 30.0
 
 DEFAULT_SIZE = 112
 RESIZE_MODES = ("stretch", "pad")
@@ -372,7 +376,11 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
     num_frames, keys, efs, attrs = [], [], [], []
     resized = masks_unreadable = 0
     key = 0
+    start = last_log = time.monotonic()
     for i, (rec, video) in enumerate(zip(recs, _decode_ahead(recs))):
+      if time.monotonic() - last_log > BUILD_PROGRESS_S:
+        last_log = time.monotonic()
+        logging.info("%s/%s: split %s: %d/%d videos", self.name, cfg.name, split, i, len(recs))
       if isinstance(video, errors.VideoDecodeError):
         log.skip("video does not decode or is truncated", f"item {i}")
         continue
@@ -423,6 +431,8 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
       yield key, ex
       key += 1
     self.resize_counts[split] = (int(resized), key)
+    logging.info("%s/%s: split %s: %d examples written (%.0f s)", self.name, cfg.name, split,
+                 key, time.monotonic() - start)
     for reason, n in log.counts.items():  # Logged once, by `log_build_summary`.
       self.skip_log.counts[f"{split}: {reason}"] += n
     self.info.metadata["splits"][split] = {
@@ -565,6 +575,7 @@ def build(dataset_name: str, manual_dir: str | os.PathLike, data_dir: str | os.P
                       "forced" if force else "manual_dir changed since the last build")
       regenerate = True
     if regenerate:
+      tfds.disable_progress_bar()    # One line per split instead (`_generate_examples`).
       mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if builder.is_prepared()
               else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
       try:

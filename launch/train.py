@@ -27,11 +27,13 @@ def default_workdir(config_arg: str) -> str:
 
 
 class QuietLibraries(logging.logging.Filter):
-  """Drops INFO chatter of orbax, grain and jax (backend probing: "Unable to initialize
-  backend 'tpu'"); their warnings and errors are kept."""
+  """Drops INFO chatter of orbax, grain, jax (backend probing: "Unable to initialize
+  backend 'tpu'") and TFDS (file paths of every shard written; builders.py logs one line
+  per split instead); their warnings and errors are kept."""
 
   def filter(self, record):
-    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "grain", "jax"))
+    noisy = any(f"/{lib}/" in record.pathname
+                for lib in ("orbax", "grain", "jax", "tensorflow_datasets"))
     return record.levelno >= logging.logging.WARNING or not noisy
 
 

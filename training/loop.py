@@ -148,8 +148,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   batches = task.train_batches(start)
   history: list[tuple[int, dict]] = []
   last_good = start if start else None
+  # The bar on a terminal only: in a log file the periodic step line says the same.
   bar = tqdm.tqdm(total=config.num_steps, initial=start, desc="train", unit="step",
-                  dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+                  dynamic_ncols=True, mininterval=1.0, disable=not sys.stderr.isatty())
   t0, s0 = time.time(), start
   try:
     for step in range(start + 1, config.num_steps + 1):
