@@ -68,3 +68,16 @@ def partially_labelled(label_sets) -> np.ndarray:
   """bool (C,): classes annotated by some but not all of the given label sets."""
   s = np.asarray(label_sets, bool)
   return s.any(0) & ~s.all(0)
+
+
+def fill_absent(labels, pred, label_sets, full_sets):
+  """Pseudo-labels (§5.2): the teacher's prediction `pred` fills only the pixels stored as
+  background (`labels` == 0) where it predicts a class absent from the image's label set
+  but in its domain's full set; every annotated pixel and every present class is kept.
+  labels, pred: int (B, H, W); label_sets, full_sets: bool (B, C). Returns new labels
+  (numpy)."""
+  labels, pred = np.asarray(labels), np.asarray(pred)
+  absent = np.asarray(full_sets, bool) & ~np.asarray(label_sets, bool)
+  absent[:, 0] = False
+  fill = (labels == 0) & absent[np.arange(len(labels))[:, None, None], pred]
+  return np.where(fill, pred, labels).astype(labels.dtype)

@@ -116,12 +116,14 @@ class SegmentationTask:
 
   def _pseudo_label(self, config):
     """§5.2: a CCE teacher on the fully labelled training images; its predictions of
-    the absent classes replace background in the partially labelled ones."""
+    the absent classes replace background in the partially labelled ones
+    (`labels.fill_absent`: annotated pixels and present classes are never changed)."""
     tr = self.index["train"]
-    full_rows = tr[self.train_sets[tr].sum(1) == self.sets["test"][tr].sum(1)]
+    full_rows = tr[self.train_sets[tr].all(1)]    # every class annotated (not EchoNet's LV-only)
     part_rows = np.setdiff1d(tr, full_rows)
     if not len(full_rows):
-      raise ValueError("config.loss.name='pseudo' needs fully labelled training images")
+      raise ValueError("config.loss.name='pseudo' needs training images with every class "
+                       "annotated (the teacher's data)")
     steps = int(config.loss.teacher_steps or config.num_steps)   # 0: the student's.
     if self.make_optimizer is None:
       raise ValueError("config.loss.name='pseudo' trains a teacher: SegmentationTask needs "
@@ -143,11 +145,10 @@ class SegmentationTask:
     for t in range(steps):
       batch = self._batch(sampler.indices(t), self.train_labels, self.train_sets)
       params, opt_state = step_fn(params, opt_state, batch, jax.random.fold_in(key, t))
-    pred = self._predict_rows(params, part_rows)
     full = self.sets["test"][part_rows]
-    y = self.train_labels[part_rows]
-    fill = (y == 0) & full[np.arange(len(part_rows))[:, None, None], pred] & (pred > 0)
-    self.train_labels[part_rows] = np.where(fill, pred, y)
+    self.train_labels[part_rows] = labels_lib.fill_absent(
+        self.train_labels[part_rows], self._predict_rows(params, part_rows),
+        self.train_sets[part_rows], full)
     self.train_sets[part_rows] = full
     self.pseudo_info = {"teacher_steps": steps, "pseudo_labelled_images": int(len(part_rows)),
                         "teacher_images": int(len(full_rows))}
