@@ -17,9 +17,9 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from evaluation import plots
+from launch import logs
 from launch import train as train_launch  # Defines --config and --workdir.
 from mcsdr_jax import sampling_study
 from training import runs
@@ -58,7 +58,7 @@ def _define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(train_launch.QuietLibraries())
+  logs.quiet_libraries()
   f = flags.FLAGS
   workdir = f.workdir or train_launch.default_workdir(f["config"].config_filename)
   study = run_study(f.config, workdir, f.split, f.samplers, f.ks)

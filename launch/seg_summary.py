@@ -107,6 +107,8 @@ def format_table(rows) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from launch import logs
+  logs.quiet_libraries()
   from segmentation import plots
   from training import loop
   from training import writers

@@ -14,6 +14,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import logs
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: workdirs/<config>).")
@@ -26,21 +28,10 @@ def default_workdir(config_arg: str) -> str:
   return os.path.join("workdirs", f"{name}-{variant}" if variant else name)
 
 
-class QuietLibraries(logging.logging.Filter):
-  """Drops INFO chatter of orbax, grain, jax (backend probing: "Unable to initialize
-  backend 'tpu'") and TFDS (file paths of every shard written; builders.py logs one line
-  per split instead); their warnings and errors are kept."""
-
-  def filter(self, record):
-    noisy = any(f"/{lib}/" in record.pathname
-                for lib in ("orbax", "grain", "jax", "tensorflow_datasets"))
-    return record.levelno >= logging.logging.WARNING or not noisy
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(QuietLibraries())
+  logs.quiet_libraries()
   from training import loop  # Imported after flag parsing (JAX reads XLA_FLAGS on import).
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("workdir: %s", os.path.abspath(workdir))
