@@ -106,11 +106,12 @@ def render_table(table: Table, runs: dict[str, dict], compact: bool = False) -> 
     cells = [_cell(r["metrics"].get(c.key), c.fmt) for c in table.columns]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   lines.append("")
-  if table.note:
-    lines.append(table.note + (" " if compact else ""))
   if compact:
-    lines[-1] += "Commands, machines and dates: [docs/results.md](docs/results.md)."
+    lines.append((table.note + " " if table.note else "")
+                 + "Commands, machines and dates: [docs/results.md](docs/results.md).")
     return "\n".join(lines)
+  if table.note:
+    lines.append(table.note)
   for name, r in chosen.items():
     run = r["run"]
     made = ", ".join(f"{k} {run[k]}" for k in ("machine", "date", "wall_min", "commit")
