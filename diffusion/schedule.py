@@ -77,7 +77,3 @@ class VPSchedule:
     """ᾱ((t + 1)/T): the continuous ᾱ at the time of (possibly fractional) step labels t,
     taken as float32 (MCSDR's ε-preconditioning, mcsdr_jax.model.MCSDR.eps)."""
     return self.alpha_bar_continuous((jnp.asarray(t, jnp.float32) + 1.0) / self.num_steps)
-
-
-# The DDPM/MCSDR name of the constructor: linear_schedule(T, β_start, β_end).
-linear_schedule = VPSchedule

@@ -147,7 +147,7 @@ class LaMoDTask:
     self.reg_cfg = registration_lib.RegistrationConfig(
         metric=Metric(alpha=r.alpha, gamma=r.gamma, s=r.s), sigma=r.sigma, n_steps=r.n_steps,
         integrator=r.integrator, form=r.form)
-    self.schedule = schedule_lib.linear_schedule(df.num_steps, df.beta_start, df.beta_end)
+    self.schedule = schedule_lib.VPSchedule.from_config(df)
     self.noise_fn = noise_lib.smoothed_noise(df.noise_size, df.noise_sigma,
                                              unit_variance=df.unit_variance)
     if df.training not in TRAINING_MODES:

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from diffusion import samplers
-from diffusion.samplers import SamplerConfig
 from diffusion.schedule import VPSchedule
 from evaluation import sharded
 
@@ -27,7 +26,7 @@ def per_case_noise(case_ids):
 
 
 def sample_from_memory(model, params, memory, case_ids, key, schedule: VPSchedule, *,
-                       num_samples: int, sampler: SamplerConfig = SamplerConfig(),
+                       num_samples: int, sampler: samplers.SamplerConfig = samplers.SamplerConfig(),
                        return_trajectory: bool = False):
   """K chains of the predictor alone, given the encoders' output `memory` (the head
   cost of a posterior). Returns samples (B, K) and trajectories (B, K, S) or None."""
@@ -52,7 +51,7 @@ def sample_from_memory(model, params, memory, case_ids, key, schedule: VPSchedul
 
 
 def sample_posterior(model, params, batch, key, schedule: VPSchedule, *, num_samples: int,
-                     sampler: SamplerConfig = SamplerConfig(), return_trajectory: bool = False):
+                     sampler: samplers.SamplerConfig = samplers.SamplerConfig(), return_trajectory: bool = False):
   """Samples (B, K) of the standardised target, and trajectories (B, K, S) on request.
 
   `model` is an `mcsdr_jax.model.MCSDR`; `batch` needs the model inputs and `index`
@@ -66,7 +65,7 @@ def sample_posterior(model, params, batch, key, schedule: VPSchedule, *, num_sam
                             return_trajectory=return_trajectory)
 
 
-def make_sampler(model, schedule: VPSchedule, *, num_samples: int, sampler: SamplerConfig,
+def make_sampler(model, schedule: VPSchedule, *, num_samples: int, sampler: samplers.SamplerConfig,
                  return_trajectory: bool = False, mesh=None):
   """jit-compiled `fn(params, batch, key) -> (samples (B, K), trajectories or None)`.
 

@@ -11,8 +11,10 @@ import tensorflow_datasets as tfds
 from cardiac_data import attributes
 from cardiac_data import builders
 from cardiac_data import pipeline
+from cardiac_data import sources
 from cardiac_data import video as video_lib
 from cardiac_data.errors import DataFormatError
+from configs import dynamic
 from tests import conftest
 from tests import fixtures
 
@@ -175,3 +177,18 @@ def test_bad_arguments_name_the_field(tmp_path):
     builders.EchonetPediatric.make_config(test_fold=3)
   with pytest.raises(DataFormatError, match="manual_dir"):
     builders.build("camus", tmp_path / "missing", tmp_path)
+
+
+def test_tfds_dir_chooses_where_the_build_goes(tiny_dynamic, tmp_path):
+  """config.data.tfds_dir (EF configs): the build lands there; empty = under the cache."""
+  d = dynamic.get_config("smoke").data
+  d.update(root=str(tiny_dynamic.root), cache_dir=str(tmp_path / "cache"),
+           image_size=conftest.TINY_SIZE, tfds_dir=str(tmp_path / "mine"))
+  builder, splits = sources.load_sources(d)
+  assert os.path.commonpath([builder.data_dir, str(tmp_path / "mine")]) == str(tmp_path / "mine")
+  assert len(splits["train"]) == len(tiny_dynamic.keys["train"])
+  d.tfds_dir = ""
+  builder, _ = sources.load_sources(d)
+  default = sources.default_tfds_dir(d, tiny_dynamic.root)
+  assert str(default).startswith(str(tmp_path / "cache"))
+  assert os.path.commonpath([builder.data_dir, str(default)]) == str(default)

@@ -10,7 +10,7 @@ import pytest
 from diffusion import losses, samplers, schedule as schedule_lib
 
 MU, SD = 0.7, 0.5
-SCHED = schedule_lib.linear_schedule()
+SCHED = schedule_lib.VPSchedule()
 AB = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))  # float64 reference
 
 
@@ -116,7 +116,7 @@ def test_vmapped_samples_equal_loop_and_noise_fn_is_used():
 def test_schedule_is_one_static_hashable_object():
   assert SCHED == schedule_lib.VPSchedule(1000, 1e-4, 0.02) == schedule_lib.VPSchedule()
   assert hash(SCHED) == hash(schedule_lib.VPSchedule())
-  assert SCHED != schedule_lib.linear_schedule(50, 1e-3, 0.05)
+  assert SCHED != schedule_lib.VPSchedule(50, 1e-3, 0.05)
   assert jax.tree.leaves(SCHED) == []   # a static pytree: a plain argument of jit
   f = jax.jit(lambda sched, t: sched.alpha_bar(t))
   assert float(f(SCHED, jnp.int32(-1))) == 1.0

@@ -57,7 +57,7 @@ def test_ddim_timesteps_from_a_start_step():
 
 
 def test_samplers_started_at_a_step():
-  sched = schedule_lib.linear_schedule(50, 1e-3, 0.05)
+  sched = schedule_lib.VPSchedule(50, 1e-3, 0.05)
   y = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
   eps = lambda v, t: 0.3 * v + 0.1  # noqa: E731  (any fixed predictor)
   # DDPM from t_start = 0 is one deterministic step (β̃_0 = 0).
@@ -78,7 +78,7 @@ def test_samplers_started_at_a_step():
 def test_registry_from_a_start_state_and_the_paper_code_shortcut():
   """LaMoD's samplers through the registry: 'ddim' and 'ddpm' from (y_start, t_start) are
   the direct calls; 'paper_code' is DDPM with the ε̂ of the start state frozen."""
-  sched = schedule_lib.linear_schedule(50, 1e-3, 0.05)
+  sched = schedule_lib.VPSchedule(50, 1e-3, 0.05)
   y = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
   eps = lambda v, t: 0.3 * v + 0.01 * t  # noqa: E731
   key, t = jax.random.key(1), 20

@@ -11,6 +11,7 @@ from configs import lamod_dense
 from lamod_jax import epdiff
 from lamod_jax import task as task_lib
 from training import loop
+from training import optim
 
 
 def test_translation_resampled_to_the_dense_grid():
@@ -69,6 +70,14 @@ def test_smoke_run(tmp_path, monkeypatch):
   assert pre[-1]["reg_data"] < pre[0]["reg_data"]          # registration learns
   for name in ("es_motion", "errors", "segment_curves"):
     assert (tmp_path / "run" / "plots" / f"test_{name}.png").stat().st_size > 1000
+  # Both phases' optimisers come from the loop's factory: config.pretrain.optim for the
+  # registration phase, config.optim for the joint one.
+  calls = []
+  task = task_lib.LaMoDTask(config, str(tmp_path), make_optimizer=lambda cfg, n: calls.append(
+      (cfg, n)) or optim.make_optimizer(cfg, n))
+  task.optimizer(config.num_steps)
+  p = config.pretrain.steps
+  assert calls == [(config.pretrain.optim, p), (config.optim, config.num_steps - p)]
   with pytest.raises(ValueError, match="config.diffusion.training"):
     bad = lamod_dense.get_config("smoke")
     bad.diffusion.training = "shortcut"

@@ -135,7 +135,7 @@ def test_vmapped_posterior_equals_loop_and_ignores_batch_composition():
   batch = _batch(b=4)
   model = _tiny_model()
   params = _init(model, batch)
-  schedule = schedule_lib.linear_schedule()
+  schedule = schedule_lib.VPSchedule()
   cfg = samplers.SamplerConfig("ddim", steps=5)
   key = jax.random.key(3)
   fn = posterior.make_sampler(model, schedule, num_samples=6, sampler=cfg, return_trajectory=True)
@@ -161,7 +161,7 @@ def test_vmapped_posterior_equals_loop_and_ignores_batch_composition():
 
 
 def test_sampler_times_label_trajectory_states():
-  schedule = schedule_lib.linear_schedule()
+  schedule = schedule_lib.VPSchedule()
   ts = samplers.sampler_times(samplers.SamplerConfig("ddim", steps=10), schedule)
   assert list(ts) == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99, -1]
   ts = samplers.sampler_times(samplers.SamplerConfig("ddpm", steps=None), schedule)
@@ -236,7 +236,7 @@ def test_eps_skip_preconditioning():
   raw = model_lib.MCSDR((2,), predictor=raw.predictor, predictor_kwargs=raw.predictor_kwargs,
                         conditioner_kwargs=raw.conditioner_kwargs, eps_skip=False)
   memory = raw.apply(params, batch, method=raw.condition)
-  sched = schedule_lib.linear_schedule()
+  sched = schedule_lib.VPSchedule()
   y = jnp.array([0.5, -1.2, 2.0])
   for t in (0, 99, 500, 999):
     tt = jnp.full((3,), t)

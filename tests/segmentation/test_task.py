@@ -9,7 +9,9 @@ import pytest
 
 from configs import seg_partial
 from launch import seg_summary
+from segmentation import task as seg_task
 from training import loop
+from training import optim
 
 
 def test_config_variants():
@@ -68,6 +70,12 @@ def test_smoke_pseudo_labels_with_dropout(tmp_path):
   # Validation keeps LA withheld in the Unity-like domain: no unity/dice_la there.
   assert val and "unity/dice_la" not in val[0] and "camus/dice_la" in val[0]
   assert all(math.isfinite(r["loss"]) for r in rows if r["split"] == "train")
+  # teacher_steps 0 (the config's default) = the student's num_steps.
+  c.loss.teacher_steps = 0
+  c.num_steps = 2
+  task = seg_task.SegmentationTask(c, str(tmp_path), make_optimizer=optim.make_optimizer)
+  assert task.pseudo_info["teacher_steps"] == 2
+  assert seg_partial.get_config("inter").loss.teacher_steps == 0
 
 
 def test_summary_rows_and_table():
