@@ -15,7 +15,46 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ENCODERS = ("frames", "small", "r2plus1d")
+ENCODERS = ("frames", "small", "r2plus1d", "uniformer")
+NORM_STATS = ("frozen", "train")
+
+
+def published_input(video, channels: int = 0, pixel_mean=(), pixel_std=()):
+  """A clip in the pipeline's scale (x/255, (B, T, H, W, C)) brought to what a published
+  network was trained on: a grey clip (C = 1) replicated to `channels` channels (0 = as
+  given), as EchoNet's AVIs store grey three times; then, when `pixel_mean` is given
+  (one value per channel, 0..255 units), (255·x − mean_c) / std_c per channel.
+
+  EchoNet-Dynamic and CoReEcho standardise 0..255 frames by dataset statistics
+  (≈32.5 / ≈49.9); torchvision's Kinetics weights take [0, 1] frames with the
+  Kinetics mean/std (pass mean·255, std·255). Computed in float32.
+  """
+  x = video.astype(jnp.float32)
+  if channels:
+    if x.shape[-1] == 1:
+      x = jnp.repeat(x, channels, axis=-1)
+    elif x.shape[-1] != channels:
+      raise ValueError(f"encoder input: clip has {x.shape[-1]} channels, the stem expects "
+                       f"{channels} (config.model.encoder_kwargs.in_channels)")
+  if len(pixel_mean):
+    mean = jnp.asarray(pixel_mean, jnp.float32)
+    std = jnp.asarray(pixel_std, jnp.float32)
+    if mean.shape != (x.shape[-1],) or std.shape != mean.shape:
+      raise ValueError(f"config.model.encoder_kwargs.pixel_mean/pixel_std: need one value per "
+                       f"input channel ({x.shape[-1]}), got {tuple(pixel_mean)} / {tuple(pixel_std)}")
+    x = (255.0 * x - mean) / std
+  return x
+
+
+def apply_train(model: nn.Module, variables, *args, **kwargs):
+  """`model.apply(variables, *args, **kwargs)` in a training step: with a `batch_stats`
+  collection (BatchNorm) that collection is mutable, so an encoder with
+  norm_stats='train' can update its running averages; returns (output, the updated
+  batch_stats or None). With norm_stats='frozen' they come back unchanged."""
+  if "batch_stats" in variables:
+    out, updated = model.apply(variables, *args, mutable=["batch_stats"], **kwargs)
+    return out, updated["batch_stats"]
+  return model.apply(variables, *args, **kwargs), None
 
 
 def make_video_encoder(name: str, features: int, kwargs: dict[str, Any], dtype) -> nn.Module:
@@ -27,6 +66,9 @@ def make_video_encoder(name: str, features: int, kwargs: dict[str, Any], dtype) 
   if name == "r2plus1d":
     from backbones import r2plus1d  # pylint: disable=g-import-not-at-top
     return r2plus1d.R2Plus1D18(features=features, dtype=dtype, name="encoder", **kwargs)
+  if name == "uniformer":
+    from backbones import uniformer  # pylint: disable=g-import-not-at-top
+    return uniformer.UniFormerS(features=features, dtype=dtype, name="encoder", **kwargs)
   raise ValueError(f"config.model.encoder: unknown encoder {name!r}; choose from {ENCODERS}")
 
 

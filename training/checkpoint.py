@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -122,6 +123,22 @@ class Checkpoints:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored.state, restored.meta
+
+  def restore_arrays(self, which: str = "best", step: int | None = None):
+    """(state as saved, host numpy arrays; meta) without a template: for reading another
+    run's parameters (config.model.pretrained), whose task need not be built."""
+    manager = self.last if which == "last" else self.best
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no {which!r} checkpoint in {manager.directory}")
+    metadata = manager.item_metadata(step)["state"]
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    abstract = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), metadata,
+        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return jax.tree.map(np.asarray, restored.state), restored.meta
 
   def meta(self, which: str = "last", step: int | None = None) -> dict:
     """The JSON meta item of a checkpoint (config, fitted preprocessing, metrics)."""

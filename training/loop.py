@@ -28,6 +28,7 @@ import tqdm
 
 from training import checkpoint as checkpoint_lib
 from training import optim
+from training import pretrained as pretrained_lib
 from training import sharding as sharding_lib
 from training import tasks as tasks_lib
 from training import writers
@@ -40,11 +41,17 @@ class NonFiniteError(FloatingPointError):
 def train_step_fn(loss_fn, tx, ema_decay, state, batch):
   """One optimiser step of `loss_fn(params, batch, rng)` on the state pytree, with the
   step's RNG fold_in(rng, step) and the EMA update when the state keeps one; returns
-  (new state, metrics). The loop jits it with the state donated."""
+  (new state, metrics). A loss whose metrics hold `batch_stats` (BatchNorm running
+  averages updated by the forward pass, backbones.video.apply_train) sets them in the
+  new params. The loop jits it with the state donated."""
   rng = jax.random.fold_in(state["rng"], state["step"])
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, rng)
+  aux = dict(aux)
+  batch_stats = aux.pop("batch_stats", None)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
+  if batch_stats is not None:
+    params = dict(params, batch_stats=jax.lax.stop_gradient(batch_stats))
   metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
   new_state = dict(step=state["step"] + 1, params=params, opt_state=opt_state, rng=state["rng"])
   if "ema" in state:
@@ -79,9 +86,12 @@ def _flush(writer, history, last_good):
   return mean
 
 
-def init_state(task, config, rng, mesh=None) -> tuple[dict, optax.GradientTransformation, Any]:
+def init_state(task, config, rng, mesh=None, *, abstract: bool = False
+               ) -> tuple[dict, optax.GradientTransformation, Any]:
   """The initial state, created directly with its shardings on `mesh` (default: all
-  devices); returns (state, optimiser, state shardings)."""
+  devices), its encoder from config.model.pretrained when set (training.pretrained);
+  returns (state, optimiser, state shardings). `abstract`: under jax.eval_shape, for
+  shapes only (the pretrained weights are not read)."""
   mesh = mesh if mesh is not None else sharding_lib.make_mesh()
   if hasattr(task, "optimizer"):   # Its own parameter groups (LaMoD's phases, an encoder's rate).
     tx = task.optimizer(config.num_steps)
@@ -102,7 +112,11 @@ def init_state(task, config, rng, mesh=None) -> tuple[dict, optax.GradientTransf
   shardings = sharding_lib.param_sharding(
       mesh, jax.eval_shape(init, rng),
       config.sharding.shard_params_min_size)
-  return jax.jit(init, out_shardings=shardings)(rng), tx, shardings
+  state = jax.jit(init, out_shardings=shardings)(rng)
+  source = pretrained_lib.source_of(config)
+  if source and not abstract:
+    state = pretrained_lib.apply_to_state(state, source, shardings)
+  return state, tx, shardings
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

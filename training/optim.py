@@ -46,13 +46,28 @@ def encoder_labels(params, module: str = "encoder"):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+def frozen_labels(params):
+  """'frozen' for every leaf of a Flax variables dict outside its 'params' collection
+  (BatchNorm's running statistics, `batch_stats`), else 'train'; a tree without a
+  top-level 'params' key is all 'train'."""
+  def label(path, _):
+    top = getattr(path[0], "key", None) if path else None
+    return "frozen" if top is not None and top != "params" else "train"
+  if not (isinstance(params, dict) and "params" in params):
+    return jax.tree.map(lambda _: "train", params)
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
 def make_optimizer(cfg, num_steps: int, *,
                    pretrained_encoder: bool = False) -> optax.GradientTransformation:
   """AdamW / Adam / SGD (Nesterov optional) with optional global-norm clipping.
 
   With a pretrained encoder, `cfg.encoder_lr_mult` (0.1 as MCSDR §IV-B) scales
   the schedule of the parameters under the `encoder` submodule (optax.multi_transform);
-  a randomly initialised encoder trains at the full rate.
+  a randomly initialised encoder trains at the full rate. Variables outside the
+  'params' collection (BatchNorm running statistics) get no update, no weight decay and
+  no part in the clipping norm: they are frozen, or set by the forward pass
+  (training.loop.train_step_fn, norm_stats='train').
   """
   lr = make_schedule(cfg, num_steps)
   mult = float(cfg.encoder_lr_mult) if pretrained_encoder else 1.0
@@ -65,4 +80,5 @@ def make_optimizer(cfg, num_steps: int, *,
         {"encoder": _base_optimizer(cfg, lambda step: mult * lr(step)),
          "rest": _base_optimizer(cfg, lr)}, encoder_labels)
   clip = cfg.grad_clip
-  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+  tx = optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, frozen_labels)

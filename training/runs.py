@@ -18,7 +18,7 @@ def abstract_state(task, config):
   """Shapes, dtypes and placement of training.loop.init_state's state (eval_shape: the
   eager init of the encoders takes ~30 s on a 2-core CPU)."""
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  shapes = jax.eval_shape(lambda k: loop.init_state(task, config, k)[0],
+  shapes = jax.eval_shape(lambda k: loop.init_state(task, config, k, abstract=True)[0],
                           jax.random.key(config.seed))
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
 

@@ -158,7 +158,10 @@ def test_remat_same_params_and_output(tiny):
 
 @pytest.mark.parametrize("kwargs,shape,match", [
     ({}, (8, 32, 32, 1), "video"),
-    ({"norm": "batch"}, (1, 8, 32, 32, 1), "norm"),
+    ({"norm": "layer"}, (1, 8, 32, 32, 1), "norm"),
+    ({"norm": "batch", "norm_stats": "moving"}, (1, 8, 32, 32, 1), "norm_stats"),
+    ({"project": False}, (1, 8, 32, 32, 1), "project=False"),
+    ({"in_channels": 3, "pixel_mean": (1.0, 2.0)}, (1, 8, 32, 32, 1), "pixel_mean"),
     ({"width": 0.0}, (1, 8, 32, 32, 1), "width"),
     ({"stage_blocks": (2, 2, 2)}, (1, 8, 32, 32, 1), "stage_blocks"),
 ])
