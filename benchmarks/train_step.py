@@ -88,6 +88,8 @@ def bench_config(config_arg: str, *, steps: int = 20, repeats: int = 3,
     overrides["data.synthetic.num_subjects"] = max(num_subjects, 8)
   if dtype and "dtype" in probe.get("model", {}):
     overrides["model.dtype"] = dtype
+  if "pretrained" in probe.get("model", {}):   # Speed does not depend on the weights.
+    overrides["model.pretrained"] = ""
   config = load_config(config_arg, overrides)
   with tempfile.TemporaryDirectory() as workdir:
     task = tasks_lib.make_task(config, workdir)

@@ -125,8 +125,8 @@ class Checkpoints:
     return restored.state, restored.meta
 
   def restore_arrays(self, which: str = "best", step: int | None = None):
-    """(state as saved, host numpy arrays; meta) without a template: for reading another
-    run's parameters (config.model.pretrained), whose task need not be built."""
+    """(state as saved, on the CPU; meta) without a template: for reading another run's
+    parameters (config.model.pretrained), whose task need not be built."""
     manager = self.last if which == "last" else self.best
     step = manager.latest_step() if step is None else step
     if step is None:
@@ -138,7 +138,7 @@ class Checkpoints:
         is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    return jax.tree.map(np.asarray, restored.state), restored.meta
+    return restored.state, restored.meta
 
   def meta(self, which: str = "last", step: int | None = None) -> dict:
     """The JSON meta item of a checkpoint (config, fitted preprocessing, metrics)."""

@@ -113,9 +113,8 @@ def init_state(task, config, rng, mesh=None, *, abstract: bool = False
       mesh, jax.eval_shape(init, rng),
       config.sharding.shard_params_min_size)
   state = jax.jit(init, out_shardings=shardings)(rng)
-  source = pretrained_lib.source_of(config)
-  if source and not abstract:
-    state = pretrained_lib.apply_to_state(state, source, shardings)
+  if pretrained_lib.source_of(config) and not abstract:
+    state = pretrained_lib.apply_to_state(state, config, shardings)
   return state, tx, shardings
 
 

@@ -28,6 +28,7 @@ from training import checkpoint as checkpoint_lib
 ENCODER = "encoder"
 CONVERTED = "params.npz"
 IMPORT_INFO = "import.json"
+INPUT_SCALING = ("pixel_mean", "pixel_std")
 
 
 def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -91,7 +92,7 @@ def read_source(source: str) -> tuple[dict[str, np.ndarray], dict]:
     state, meta = ckpts.restore_arrays(which)
   finally:
     ckpts.close()
-  variables = state.get("ema", state["params"])
+  variables = jax.tree.map(np.asarray, state.get("ema", state["params"]))
   paths = encoder_paths(variables)
   if "params" not in paths:
     raise ValueError(f"config.model.pretrained={source!r}: its {which} checkpoint has no "
@@ -105,9 +106,48 @@ def read_source(source: str) -> tuple[dict[str, np.ndarray], dict]:
   return flat, {"source": f"{which} checkpoint of a run", **encoder_cfg}
 
 
-def load_encoder(variables: Mapping[str, Any], source: str) -> dict:
-  """`variables` (a Flax variables dict) with its encoder replaced by `source`'s."""
+def _same(a, b) -> bool:
+  if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+    return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+  if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+    return np.isclose(float(a), float(b), rtol=1e-6, atol=0.0)
+  return a == b
+
+
+def check_options(model_cfg, info: Mapping[str, Any], source: str) -> None:
+  """Raises ValueError naming each encoder option (config.model.encoder, features,
+  encoder_kwargs.*) where the config differs from what the source's weights need (the
+  layers); a different input standardisation (`INPUT_SCALING`) is logged as a warning,
+  since a config may depart from it on purpose."""
+  if "encoder" not in info:
+    return
+  diffs = []
+  for field in ("encoder", "features"):
+    if field in info and not _same(model_cfg[field], info[field]):
+      diffs.append(f"config.model.{field}: {model_cfg[field]!r}, the weights need "
+                   f"{info[field]!r}")
+  kwargs = model_cfg.encoder_kwargs
+  for key, want in dict(info.get("encoder_kwargs", {})).items():
+    have = kwargs[key] if key in kwargs else None
+    if key == "norm_stats" or _same(have, want):   # Frozen or trained: the user's choice.
+      continue
+    if key in INPUT_SCALING:
+      logging.warning("config.model.encoder_kwargs.%s is %r; the weights %s were trained "
+                      "with %r (a departure, e.g. the published MCSDR code's x/255 input)",
+                      key, have, source, want)
+      continue
+    diffs.append(f"config.model.encoder_kwargs.{key}: {have!r}, the weights need {want!r}")
+  if diffs:
+    raise ValueError(f"config.model.pretrained={source!r} ({info.get('format', info.get('source'))}"
+                     f"): " + "; ".join(diffs))
+
+
+def load_encoder(variables: Mapping[str, Any], source: str, model_cfg=None) -> dict:
+  """`variables` (a Flax variables dict) with its encoder replaced by `source`'s; with
+  `model_cfg` (config.model), its encoder options are checked against the source's."""
   flat_src, info = read_source(source)
+  if model_cfg is not None:
+    check_options(model_cfg, info, source)
   paths = encoder_paths(variables)
   if "params" not in paths:
     raise ValueError(f"config.model.pretrained is set but the model has no '{ENCODER}' "
@@ -160,10 +200,11 @@ def source_of(config) -> str:
   return ""
 
 
-def apply_to_state(state: dict, source: str, shardings) -> dict:
-  """The initial training state with the encoder of `params` (and `ema`) from `source`,
-  placed with `shardings` (the optimiser state does not depend on the values)."""
-  params = load_encoder(jax.device_get(state["params"]), source)
+def apply_to_state(state: dict, config, shardings) -> dict:
+  """The initial training state with the encoder of `params` (and `ema`) from
+  config.model.pretrained, placed with `shardings` (the optimiser state does not depend
+  on the values)."""
+  params = load_encoder(jax.device_get(state["params"]), source_of(config), config.model)
   state = dict(state, params=params)
   if "ema" in state:
     state["ema"] = params
