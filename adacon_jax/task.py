@@ -24,6 +24,7 @@ from adacon_jax import heads
 from adacon_jax import losses
 from adacon_jax import plots as adacon_plots
 from adacon_jax import views
+from backbones import video as video_backbones
 from cardiac_data import ef_data
 from evaluation import plots as eval_plots
 from evaluation import regression
@@ -75,19 +76,23 @@ def build_model(mcfg) -> heads.AdaConNet:
 class AdaConTask(ef_data.EFData):
   """Video → EF with an AdaCon (or baseline) contrastive branch; see the module doc."""
 
-  def __init__(self, config, workdir: str, *, mesh=None, make_optimizer=None):
+  def __init__(self, config, workdir: str, *, mesh=None, make_optimizer=None, fitted=None):
     """`make_optimizer(optim_cfg, num_steps, *, pretrained_encoder)`: the loop's
-    factory. `mesh` is unused (evaluation runs on one device)."""
+    factory. `mesh` is unused (evaluation runs on one device). `fitted`: a checkpoint's
+    meta to score with instead of data (cardiac_data.ef_data.EFData; launch.predict)."""
     del mesh
     self.make_optimizer = make_optimizer
     check_config(config.adacon)
     if config.data.attributes or config.data.categorical:
       raise ValueError("config.data.attributes/categorical: the AdaCon task is vision only; "
                        "set them to ()")
-    super().__init__(config)
+    super().__init__(config, fitted=fitted)
     a = config.adacon
-    self.ecdf = ecdf_lib.ECDF.fit(self.labels("train"), bucket_width=a.bucket_width,
-                                  mode=a.ecdf_mode, name="config.data training EF labels")
+    if fitted is None:
+      self.ecdf = ecdf_lib.ECDF.fit(self.labels("train"), bucket_width=a.bucket_width,
+                                    mode=a.ecdf_mode, name="config.data training EF labels")
+    else:       # Scoring only; an imported model has no training labels.
+      self.ecdf = ecdf_lib.ECDF.from_json(fitted["ecdf"]) if "ecdf" in fitted else None
     self.model = build_model(config.model)
     self.uses_contrast = a.contrastive != "none" and (a.con_weight > 0 or a.pretrain_steps > 0)
     self._apply = jax.jit(lambda p, v: self.model.apply(p, v, train=False))
@@ -119,13 +124,16 @@ class AdaConTask(ef_data.EFData):
     b = v1.shape[0]
     if self.uses_contrast:
       v2 = views.random_views(k2, batch["video"], **aug)
-      pred, z = self.model.apply(params, jnp.concatenate([v1, v2]), train=True)
+      (pred, z), stats = video_backbones.apply_train(self.model, params,
+                                                     jnp.concatenate([v1, v2]), train=True)
       pred = pred[:b]
     else:
-      pred, z = self.model.apply(params, v1, train=True)
+      (pred, z), stats = video_backbones.apply_train(self.model, params, v1, train=True)
     delta = a.huber_delta / self.ef_std       # δ is given in EF points.
     l_reg = losses.regression_loss(pred, target, a.regression, delta)
     metrics = {"reg_loss": l_reg, "mae_ef": jnp.mean(jnp.abs(pred - target)) * self.ef_std}
+    if stats is not None:     # BatchNorm running averages, set by the loop's train step
+      metrics["batch_stats"] = stats
     if not self.uses_contrast:
       return a.reg_weight * l_reg, metrics
     l_con = contrastive_loss(a.contrastive, z, batch["ef"], self.ecdf(batch["ef"]),
@@ -156,9 +164,13 @@ class AdaConTask(ef_data.EFData):
 
   def evaluate(self, params, rng, split, *, final, workdir):
     del rng
-    pred, z, labels = self.predict(params, split)
+    keep = ef_data.labelled_cases(self.labels(split), split)   # NaN EF: not scored, counted.
+    if not keep.any():
+      return ef_data.unlabelled_metrics(keep)
+    pred, z, labels = (ef_data.select_cases(keep, x) for x in self.predict(params, split))
     metrics = regression.regression_metrics(labels, np.clip(pred, 0.0, 100.0))
     metrics["mean_predictor_mae"] = float(np.mean(np.abs(labels - self.ef_mean)))
+    metrics.update(ef_data.unlabelled_metrics(keep))
     phi = self.ecdf(labels)     # The training ECDF, also on val/test.
     dphi, sim = adacon_plots.similarity_pairs(z, phi)
     metrics["similarity_vs_ecdf_spearman"] = _spearman(dphi, sim)

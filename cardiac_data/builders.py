@@ -31,6 +31,11 @@ EF and raw attributes are kept in the dataset's metadata (`split_metadata`).
 Resizing: 'stretch' resizes H×W to S×S directly; 'pad' zero-pads to a square
 first (keeps the aspect ratio, the CAMUS default). Videos use cv2.INTER_AREA to
 shrink (INTER_LINEAR to enlarge), masks INTER_NEAREST.
+
+Reader options (`READER_DEFAULTS`: strict, require_tracings / require_masks, CAMUS
+release, split_list_dir, fold) are builder options: a non-default value gets its
+own config name (`make_config`), hence its own build folder. A build is redone when
+manual_dir (or a CAMUS split_list_dir outside it) changes (`build_fingerprint`).
 """
 from __future__ import annotations
 
@@ -81,7 +86,9 @@ class EchoConfig(tfds.core.BuilderConfig):
     resize_mode: 'stretch' or 'pad' (see module docstring).
     continuous, categorical: the attribute spec of the `attributes` vector.
     reader_kwargs: extra keyword arguments of the reader, as sorted (key, value)
-      pairs (e.g. (('require_tracings', True),), CAMUS (('release', 'nifti'),)).
+      pairs (e.g. (('require_tracings', True),), CAMUS (('release', 'nifti'),));
+      only those that differ from the builder's READER_DEFAULTS, which name the
+      config (`make_config`), so other reader options build another dataset.
   """
   view: str = "A4C"
   size: int = DEFAULT_SIZE
@@ -350,7 +357,7 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
     meta["attribute_spec"] = self.builder_config.attribute_spec().to_json()
     meta["reader_skips"] = dict(reader_skips.counts) if reader_skips is not None else {}
     meta["reader_notes"] = {k: int(v) for k, v in dict(getattr(result, "notes", {})).items()}
-    meta["source_fingerprint"] = source_fingerprint(root)
+    meta["source_fingerprint"] = build_fingerprint(root, self.builder_config)
     meta["splits"] = {}
     by_split: dict[str, list] = {name: [] for name in self._split_names()}
     for i, rec in enumerate(result.records):
@@ -451,8 +458,13 @@ class EchonetDynamic(_EchoBuilder):
   """EchoNet-Dynamic (10,030 apical-4-chamber videos, EF/EDV/ESV, ED/ES tracings)."""
 
   DATASET = "echonet_dynamic"
+  # 1.2.0: frame size, FPS and frame count from the video header, not the FileList.
+  VERSION = tfds.core.Version("1.2.0")
+  RELEASE_NOTES = {**_EchoBuilder.RELEASE_NOTES,
+                   "1.2.0": "Frame size, FPS and frame count from the video header (the "
+                            "FileList states wrong sizes for some videos)."}
   BUILDER_CONFIGS = _default_configs(DATASET, ("A4C",), "stretch")
-  READER_DEFAULTS = {"require_tracings": False, "check_files": True}
+  READER_DEFAULTS = {"require_tracings": False, "check_files": True, "strict": False}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Request EchoNet-Dynamic at https://echonet.github.io/dynamic/ (research-use
   agreement; do not redistribute), unzip it and pass the folder that holds
@@ -469,7 +481,7 @@ class EchonetPediatric(_EchoBuilder):
 
   DATASET = "echonet_pediatric"
   BUILDER_CONFIGS = _default_configs(DATASET, ("A4C", "PSAX"), "stretch")
-  READER_DEFAULTS = {"require_tracings": False, "check_files": True}
+  READER_DEFAULTS = {"require_tracings": False, "check_files": True, "strict": False}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Request EchoNet-Pediatric at https://echonet.github.io/pediatric/ (research-use
   agreement; do not redistribute), unzip it and pass the folder that holds the
@@ -496,7 +508,8 @@ class Camus(_EchoBuilder):
 
   DATASET = "camus"
   BUILDER_CONFIGS = _default_configs(DATASET, ("4CH", "2CH"), "pad")
-  READER_DEFAULTS = {"release": "auto", "split_list_dir": None, "fold": None}
+  READER_DEFAULTS = {"release": "auto", "split_list_dir": None, "fold": None, "strict": False,
+                     "require_masks": False}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Download CAMUS from https://humanheart-project.creatis.insa-lyon.fr/database/
   (NIfTI release: `database_nifti/` and `database_split/`; or the 2019 MetaImage
@@ -542,13 +555,23 @@ def source_fingerprint(root: str | os.PathLike) -> str:
   return h.hexdigest()
 
 
+def build_fingerprint(manual_dir: str | os.PathLike, config: EchoConfig) -> str:
+  """`source_fingerprint` of manual_dir, and of a split-list folder the reader options
+  name outside it (CAMUS split_list_dir), so edited lists rebuild too."""
+  digest = source_fingerprint(manual_dir)
+  split_dir = dict(config.reader_kwargs).get("split_list_dir")
+  if split_dir:
+    digest = hashlib.sha1((digest + source_fingerprint(split_dir)).encode()).hexdigest()
+  return digest
+
+
 def build(dataset_name: str, manual_dir: str | os.PathLike, data_dir: str | os.PathLike,
           *, force: bool = False, **config) -> tfds.core.DatasetBuilder:
   """Builds `dataset_name` from `manual_dir` into `data_dir` once, then reuses it.
 
   `config` goes to the builder's `make_config` (view, size, resize_mode,
   attributes, reader options). A dataset already in `data_dir` is reused while
-  its source fingerprint matches `manual_dir`, else regenerated. The skip summary
+  its `build_fingerprint` matches `manual_dir`, else regenerated. The skip summary
   is logged at the end of the build and kept in `builder.info.metadata`.
   """
   if dataset_name not in BUILDERS:
@@ -567,7 +590,7 @@ def build(dataset_name: str, manual_dir: str | os.PathLike, data_dir: str | os.P
   lock = os.path.join(data_dir, f".{dataset_name}-{cfg.name}.lock")
   with cache.file_lock(lock):
     builder = cls(config=cfg, data_dir=data_dir)
-    fingerprint = source_fingerprint(manual_dir)
+    fingerprint = build_fingerprint(manual_dir, cfg)
     regenerate = not builder.is_prepared()
     if not regenerate and (force or metadata(builder.info).get("source_fingerprint")
                            != fingerprint):
@@ -603,24 +626,31 @@ def skip_summary(builder: tfds.core.DatasetBuilder) -> dict[str, dict[str, int]]
 
 
 def pediatric_cv_splits(test_fold: int, builder: tfds.core.DatasetBuilder | None = None,
-                        num_folds: int = NUM_PEDIATRIC_FOLDS) -> dict[str, str]:
+                        num_folds: int = NUM_PEDIATRIC_FOLDS,
+                        required: Sequence[str] = records_lib.SPLITS) -> dict[str, str]:
   """Official EchoNet-Pediatric cross-validation: test = s, val = (s+1) % 10, train = rest.
 
   With `builder`, folds without examples (absent splits, only in tiny cohorts)
-  are left out of train; an empty val or test fold raises ValueError.
+  are left out of train; a role (train/val/test) left without a fold raises
+  ValueError if it is `required`, else is left out of the result.
   """
   if not 0 <= test_fold < num_folds:
     raise ValueError(f"test_fold must be in [0, {num_folds}), got {test_fold}")
   val = (test_fold + 1) % num_folds
   present = set(builder.info.splits) if builder is not None else None
+  out = {}
   for role, k in (("test", test_fold), ("val", val)):
-    if present is not None and f"fold{k}" not in present:
+    if present is None or f"fold{k}" in present:
+      out[role] = f"fold{k}"
+    elif role in required:
       raise ValueError(f"test_fold={test_fold}: the {role} fold fold{k} has no example")
   train = [f"fold{k}" for k in range(num_folds) if k not in (test_fold, val)
            and (present is None or f"fold{k}" in present)]
-  if not train:
+  if train:
+    out["train"] = "+".join(train)
+  elif "train" in required:
     raise ValueError(f"test_fold={test_fold}: no training fold has an example")
-  return {"train": "+".join(train), "val": f"fold{val}", "test": f"fold{test_fold}"}
+  return {role: out[role] for role in ("train", "val", "test") if role in out}
 
 
 def split_metadata(source: Any, field: str) -> list | None:

@@ -12,6 +12,12 @@ Layouts (one record per patient for the chosen view, key `patientXXXX_<view>`):
 - Either release with `fold=k`: vital/CRISP lists
   `<split_list_dir or root/listSubGroups>/subGroup{k}_{training,validation,testing}.txt`.
 
+Faults: a missing file, folder, cfg key or ground truth, a malformed cfg line or a
+sequence whose frame count is not NbFrame raise `DataFormatError`. One unexpected
+cfg value (a non-numeric or out-of-range EF/ED/ES/Age, Sex outside M/F, an unknown
+ImageQuality, ED = ES) skips that patient's view, counted (`strict=False`, the
+default), or raises `BadValueError` naming the cfg file (`strict=True`).
+
 cfg lines are `Key: value`. ED/ES are 1-based and may come in either order
 (ED=1, ES=NbFrame or the reverse); records hold 0-based frames. EF is read from
 `EF` (2023) or `LVef` (2019), in percent. Labels: 0 background, 1 LV cavity,
@@ -35,7 +41,7 @@ import nibabel as nib
 import numpy as np
 
 from cardiac_data.echonet import ReadResult
-from cardiac_data.errors import DataFormatError, SkipLog, VideoDecodeError
+from cardiac_data.errors import BadValueError, DataFormatError, SkipLog, VideoDecodeError
 from cardiac_data.records import EchoRecord
 
 VIEWS = ("2CH", "4CH")
@@ -46,7 +52,10 @@ SUBSETS = {"train": "training", "val": "validation", "test": "testing"}
 MHD_VAL_MODULUS = 10
 
 SKIP_NOT_LISTED = "patient not in any split list"
+SKIP_BAD_VALUE = "patient whose Info cfg has an unexpected value"
+SKIP_NO_MASKS = "patient without ED/ES ground truth (require_masks)"
 NOTE_MISSING_DEMOGRAPHIC = "cfg files without a demographic key (set to None)"
+NOTE_NO_GROUND_TRUTH = "patients without ground truth (2019 testing/: EF NaN, no masks)"
 
 _PATIENT_RE = re.compile(r"^patient\d+$")
 
@@ -171,11 +180,11 @@ def _cfg_number(cfg, key, path, *, integer=False, lo=None, hi=None):
   try:
     value = float(text)
   except ValueError:
-    raise DataFormatError(path, f"{key}={text!r} is not a number") from None
+    raise BadValueError(path, f"{key}={text!r} is not a number") from None
   if not np.isfinite(value) or (integer and value != round(value)):
-    raise DataFormatError(path, f"{key}={text!r} is not {'an integer' if integer else 'finite'}")
+    raise BadValueError(path, f"{key}={text!r} is not {'an integer' if integer else 'finite'}")
   if (lo is not None and value < lo) or (hi is not None and value > hi):
-    raise DataFormatError(path, f"{key}={text!r} is outside [{lo}, {hi}]")
+    raise BadValueError(path, f"{key}={text!r} is outside [{lo}, {hi}]")
   return int(value) if integer else value
 
 
@@ -192,7 +201,7 @@ def _parse_info(cfg: dict[str, str], path: str, *, has_gt: bool, notes) -> dict:
   ed = _cfg_number(cfg, "ED", path, integer=True, lo=1, hi=nframes)
   es = _cfg_number(cfg, "ES", path, integer=True, lo=1, hi=nframes)
   if ed == es and nframes > 1:
-    raise DataFormatError(path, f"ED and ES are the same frame ({ed})")
+    raise BadValueError(path, f"ED and ES are the same frame ({ed})")
   out = {"num_frames": nframes, "ed_frame": ed - 1, "es_frame": es - 1,
          "ef": _cfg_number(cfg, ef_key, path, lo=0, hi=100) if ef_key else float("nan")}
   for key, name in (("LVedv", "edv"), ("LVesv", "esv"), ("EDV", "edv"), ("ESV", "esv")):
@@ -210,12 +219,12 @@ def _parse_info(cfg: dict[str, str], path: str, *, has_gt: bool, notes) -> dict:
       attrs[key] = _cfg_number(cfg, key, path, lo=0)
     elif key == "Sex":
       if value.upper() not in ("M", "F"):
-        raise DataFormatError(path, f"Sex={value!r} is not M or F")
+        raise BadValueError(path, f"Sex={value!r} is not M or F")
       attrs[key] = value.upper()
     else:
       match = [q for q in IMAGE_QUALITIES if q.lower() == value.lower()]
       if not match:
-        raise DataFormatError(path, f"ImageQuality={value!r} is not one of {IMAGE_QUALITIES}")
+        raise BadValueError(path, f"ImageQuality={value!r} is not one of {IMAGE_QUALITIES}")
       attrs[key] = match[0]
   out["attributes"] = attrs
   return out
@@ -280,7 +289,8 @@ def _detect_release(root: pathlib.Path) -> tuple[str, pathlib.Path]:
 
 
 def read_camus(root: str | os.PathLike, *, view: str = "4CH", release: str = "auto",
-               split_list_dir: str | None = None, fold: int | None = None) -> ReadResult:
+               split_list_dir: str | None = None, fold: int | None = None,
+               strict: bool = False, require_masks: bool = False) -> ReadResult:
   """Reads CAMUS into one record per patient for `view` ('2CH' or '4CH').
 
   Args:
@@ -290,6 +300,10 @@ def read_camus(root: str | os.PathLike, *, view: str = "4CH", release: str = "au
     split_list_dir: folder of the split lists; default database_split/ next to
       database_nifti/ (NIfTI), root/listSubGroups (with `fold`), none (MHD).
     fold: use vital/CRISP's `subGroup{fold}_*.txt` lists instead.
+    strict: raise BadValueError on the first unexpected cfg value; otherwise that
+      patient's view is skipped and counted.
+    require_masks: drop (and count) patients without ED and ES ground truth (the
+      2019 release's testing/), as EchoNet's `require_tracings`.
   """
   root = pathlib.Path(root)
   if not root.is_dir():
@@ -306,6 +320,8 @@ def read_camus(root: str | os.PathLike, *, view: str = "4CH", release: str = "au
   else:
     raise ValueError(f"release must be 'auto', 'nifti' or 'mhd', got {release!r}")
 
+  if fold is not None and (int(fold) != fold or fold < 0):
+    raise ValueError(f"fold must be a non-negative integer or None, got {fold!r}")
   if split_list_dir is not None:
     split_dir = pathlib.Path(split_list_dir)
   elif fold is not None:
@@ -338,12 +354,23 @@ def read_camus(root: str | os.PathLike, *, view: str = "4CH", release: str = "au
     split_of = {p: (mhd_default_split(p) if gt else "test") for p, (_, gt) in found.items()}
 
   records = []
-  for patient in sorted(found):
+  for n, patient in enumerate(sorted(found)):
     if patient not in split_of:
       skips.skip(SKIP_NOT_LISTED)
       continue
     folder, has_gt = found[patient]
-    records.append(_read_patient(folder, patient, view, release, split_of[patient], has_gt, notes))
+    if not has_gt:
+      if require_masks:
+        skips.skip(SKIP_NO_MASKS, f"patient #{n}")
+        continue
+      notes[NOTE_NO_GROUND_TRUTH] += 1
+    try:
+      records.append(_read_patient(folder, patient, view, release, split_of[patient], has_gt,
+                                   notes))
+    except BadValueError as e:
+      if strict:
+        raise
+      skips.skip(SKIP_BAD_VALUE, f"patient #{n}: {e.message}")
   result = ReadResult(records, skips, dict(notes))
   result.log_summary()
   return result

@@ -3,9 +3,12 @@
 Both return a `ReadResult`: one `EchoRecord` per FileList row that has a video
 (pixels are read later, by `cardiac_data.clips`), plus a `SkipLog` of counted
 per-item faults. Structural faults (missing file or folder, missing or renamed
-column, duplicate rows, a non-numeric or out-of-range label) raise
-`DataFormatError` naming the file and row; `row` is the line number in the CSV
-(the header is line 1).
+column, duplicate rows, a non-numeric tracing coordinate) raise `DataFormatError`
+naming the file and row; `row` is the line number in the CSV (the header is line
+1). One unexpected value in a FileList row (a non-numeric or out-of-range EF, a Sex
+code outside M/F, a Split outside TRAIN/VAL/TEST or 0-9, ...) skips that row,
+counted per column with its row number (`strict=False`, the default); with
+`strict=True` it raises `BadValueError` (a DataFormatError) naming the file and row.
 
 Conventions:
 - `key` is the file name without `.avi`; names are normalised on both tables
@@ -16,6 +19,12 @@ Conventions:
 - Traced frames whose `Frame` is not an integer (`No Systolic`, ...) are
   counted and dropped; the video keeps its other traced frames. ED/ES are the
   largest/smallest traced polygons, not the CSV order.
+- Frame size, FPS and frame count come from the video header (`check_files`):
+  Pediatric's FileList has none, and Dynamic's FileList is known to state sizes
+  some videos do not have (768x1024 for a 112x112 AVI). Dynamic rows whose
+  FileList disagrees with the header are counted in `ReadResult.notes` (and
+  warned about); a header that cannot be read leaves Dynamic with its FileList
+  values (Pediatric with unknown ones), also counted.
 - Videos that are not 112 x 112 are kept with their true size (the pipeline
   resizes) and counted in `ReadResult.notes`. Their tracings are mapped to the
   video's own pixel grid: EchoNet tracings are coordinates of the 112 x 112
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import os
 import pathlib
 from typing import Iterable, Mapping
@@ -37,7 +47,7 @@ import pandas as pd
 
 from cardiac_data import tracings as tracings_lib
 from cardiac_data import video as video_lib
-from cardiac_data.errors import DataFormatError, SkipLog, VideoDecodeError
+from cardiac_data.errors import BadValueError, DataFormatError, SkipLog, VideoDecodeError
 from cardiac_data.records import EchoRecord
 
 DYNAMIC_FILELIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS",
@@ -52,12 +62,18 @@ NOTE_NOT_112 = "videos not 112x112 (kept at their true size)"
 NOTE_VIDEO_WITHOUT_ROW = "videos without a FileList row (ignored)"
 NOTE_TRACINGS_WITHOUT_ROW = "traced videos without a FileList row (ignored)"
 NOTE_NOT_PROBED = "videos whose header could not be read (decoding left to the builder)"
+NOTE_SIZE_DISAGREES = ("FileList rows whose FrameHeight x FrameWidth is not the video's "
+                       "(the video's size used)")
+NOTE_FPS_DISAGREES = "FileList rows whose FPS is not the video header's (the header's used)"
+NOTE_FRAMES_DISAGREES = ("FileList rows whose NumberOfFrames is not the video header's "
+                         "(the header's used)")
 
 SKIP_NO_VIDEO = "FileList row without a video file"
 SKIP_BAD_FRAME = "tracing row whose Frame is not an integer (e.g. 'No Systolic')"
 SKIP_FEW_POINTS = "traced frame with too few points for a polygon"
 SKIP_FRAME_RANGE = "traced frame beyond the video length"
 SKIP_FEW_TRACES = "video with fewer than 2 traced frames (require_tracings)"
+SKIP_BAD_VALUE = "FileList row with an unexpected {column} value"
 
 _MISSING_TEXT = frozenset({"", "nan", "na", "n/a", "none", "null"})
 
@@ -135,13 +151,14 @@ def row_number(index: int) -> int:
   return int(index) + 2
 
 
-def numeric_column(df: pd.DataFrame, column: str, path: str | os.PathLike, *,
-                   required: bool, integer: bool = False, lo: float | None = None,
-                   hi: float | None = None, positive: bool = False) -> np.ndarray:
-  """float64 values of a string column; NaN where empty (if not required).
+def numeric_faults(df: pd.DataFrame, column: str, *, required: bool, integer: bool = False,
+                   lo: float | None = None, hi: float | None = None, positive: bool = False
+                   ) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
+  """float64 values of a string column (NaN where empty) and its checks: a list of
+  (bool per row: the value passes, what a failing value 'is'), in the order reported.
 
-  Raises DataFormatError naming the file and row for a non-numeric, infinite,
-  empty-but-required, non-integer (with `integer`) or out-of-range value.
+  Checks: a number, finite, present (with `required`), an integer (`integer`), in
+  [lo, hi], positive.
   """
   text = df[column]
   try:  # Fast path; any unparsable cell falls back to the per-cell check below.
@@ -164,26 +181,85 @@ def numeric_column(df: pd.DataFrame, column: str, path: str | os.PathLike, *,
       checks.append((np.isnan(values) | (values <= hi), f"is above {hi:g}"))
     if positive:
       checks.append((np.isnan(values) | (values > 0), "is not positive"))
-  for ok, what in checks:
+  return values, checks
+
+
+def category_faults(df: pd.DataFrame, column: str, allowed: tuple[str, ...], *,
+                    allow_missing: bool) -> tuple[list[str | None], list[tuple[np.ndarray, str]]]:
+  """Upper-cased values (None where missing) and the check 'one of `allowed`'."""
+  values = df[column].str.upper()
+  missing = df[column].str.lower().isin(_MISSING_TEXT)
+  ok = (values.isin(allowed) | (missing & allow_missing)).to_numpy()
+  names = ", ".join(allowed[:-1]) + " or " + allowed[-1]
+  return [None if m else v for v, m in zip(values, missing)], [(ok, f"is not {names}")]
+
+
+def raise_first_fault(df: pd.DataFrame, column: str, path: str | os.PathLike,
+                      faults: list[tuple[np.ndarray, str]],
+                      error: type[DataFormatError] = DataFormatError) -> None:
+  """`error` naming the file, row and value of the first failing check, if any."""
+  for ok, what in faults:
     if not np.all(ok):
       i = int(np.flatnonzero(~ok)[0])
-      raise DataFormatError(path, f"{column}={text.iloc[i]!r} {what}",
-                            row=row_number(df.index[i]))
+      raise error(path, f"{column}={df[column].iloc[i]!r} {what}", row=row_number(df.index[i]))
+
+
+def numeric_column(df: pd.DataFrame, column: str, path: str | os.PathLike, *,
+                   required: bool, integer: bool = False, lo: float | None = None,
+                   hi: float | None = None, positive: bool = False) -> np.ndarray:
+  """float64 values of a string column; NaN where empty (if not required).
+
+  Raises DataFormatError naming the file and row for a non-numeric, infinite,
+  empty-but-required, non-integer (with `integer`) or out-of-range value (a
+  FileList's per-row checks go through RowChecks instead).
+  """
+  values, faults = numeric_faults(df, column, required=required, integer=integer, lo=lo, hi=hi,
+                                  positive=positive)
+  raise_first_fault(df, column, path, faults)
   return values
 
 
-def category_column(df: pd.DataFrame, column: str, path: str | os.PathLike,
-                    allowed: tuple[str, ...], *, allow_missing: bool) -> list[str | None]:
-  """Upper-cased values (None where missing, if allowed); DataFormatError naming the row."""
-  values = df[column].str.upper()
-  missing = df[column].str.lower().isin(_MISSING_TEXT)
-  ok = values.isin(allowed) | (missing & allow_missing)
-  if not ok.all():
-    i = int(np.flatnonzero(~ok.to_numpy())[0])
-    names = ", ".join(allowed[:-1]) + " or " + allowed[-1]
-    raise DataFormatError(path, f"{column}={df[column].iloc[i]!r} is not {names}",
-                          row=row_number(df.index[i]))
-  return [None if m else v for v, m in zip(values, missing)]
+class RowChecks:
+  """The value checks of one table's rows (a FileList), strict or counted.
+
+  With `strict`, the first unexpected value raises BadValueError naming the file,
+  row and value (columns in the order checked). Otherwise every row with an
+  unexpected value is marked in `bad` and counted once in `skips` (reason
+  `SKIP_BAD_VALUE` naming the column; examples give the row number and the value,
+  never the file name), and the reader leaves it out.
+  """
+
+  def __init__(self, df: pd.DataFrame, path: str | os.PathLike, skips: SkipLog, *,
+               strict: bool):
+    self.df, self.path, self.skips, self.strict = df, path, skips, bool(strict)
+    self.bad = np.zeros(len(df), bool)
+
+  def numeric(self, column: str, **checks) -> np.ndarray:
+    """float64 values of the column (keyword checks as `numeric_faults`); a bad row's
+    value is meaningless (the row is left out)."""
+    values, faults = numeric_faults(self.df, column, **checks)
+    self._record(column, faults)
+    return values
+
+  def category(self, column: str, allowed: tuple[str, ...], *, allow_missing: bool
+               ) -> list[str | None]:
+    """Upper-cased values of the column (None where missing, if allowed)."""
+    values, faults = category_faults(self.df, column, allowed, allow_missing=allow_missing)
+    self._record(column, faults)
+    return values
+
+  def _record(self, column: str, faults: list[tuple[np.ndarray, str]]) -> None:
+    if self.strict:
+      raise_first_fault(self.df, column, self.path, faults, BadValueError)
+      return
+    text = self.df[column]
+    name = os.path.basename(os.fspath(self.path))
+    for ok, what in faults:
+      for i in np.flatnonzero(~ok & ~self.bad):
+        self.skips.skip(SKIP_BAD_VALUE.format(column=column),
+                        f"{name} row {row_number(self.df.index[i])}: {column}="
+                        f"{text.iloc[i]!r} {what}")
+      self.bad |= ~ok
 
 
 def check_unique(keys: pd.Series, path: str | os.PathLike) -> None:
@@ -239,18 +315,23 @@ def read_tracings(path: str | os.PathLike, columns: tuple[str, ...],
   return dict(out)
 
 
-def _read_filelist(path: pathlib.Path, columns: tuple[str, ...]):
-  """(table, normalised keys, EF) of a FileList; keys unique, EF a number in 0..100."""
+def _read_filelist(path: pathlib.Path, columns: tuple[str, ...], skips: SkipLog, strict: bool):
+  """(table, normalised keys, its RowChecks, EF) of a FileList; keys unique (else
+  DataFormatError), EF a number in 0..100 (else a bad row, see RowChecks)."""
   df = read_table(path, columns)
   keys = normalize_names(df["FileName"])
   check_unique(keys, path)
-  return df, keys, numeric_column(df, "EF", path, required=True, lo=0, hi=100)
+  checks = RowChecks(df, path, skips, strict=strict)
+  return df, keys, checks, checks.numeric("EF", required=True, lo=0, hi=100)
 
 
-def _rows_with_video(df: pd.DataFrame, keys: pd.Series, videos: Mapping[str, str] | None,
-                     skips: SkipLog):
-  """Yields (position, key, 'FileList.csv row N') of rows whose video exists (counts the rest)."""
+def _rows_with_video(df: pd.DataFrame, keys: pd.Series, bad: np.ndarray,
+                     videos: Mapping[str, str] | None, skips: SkipLog):
+  """Yields (position, key, 'FileList.csv row N') of rows without a bad value (already
+  counted) whose video exists (counts the rest)."""
   for i, key in enumerate(keys):
+    if bad[i]:
+      continue
     where = f"FileList.csv row {row_number(df.index[i])}"
     if videos is not None and key not in videos:
       skips.skip(SKIP_NO_VIDEO, where)
@@ -299,15 +380,21 @@ def _ed_es(traces: Mapping[int, np.ndarray]) -> tuple[int | None, int | None]:
 
 
 def read_echonet_dynamic(root: str | os.PathLike, *, require_tracings: bool = False,
-                         check_files: bool = True) -> ReadResult:
+                         check_files: bool = True, strict: bool = False) -> ReadResult:
   """Reads `root/{FileList.csv, VolumeTracings.csv, Videos/}` (EchoNet-Dynamic).
 
   Args:
     root: the folder holding FileList.csv.
     require_tracings: drop (and count) videos with fewer than 2 traced frames, as
       echonet's `echo.py` does; otherwise keep them with ed/es_frame None.
-    check_files: check that each video exists (one directory listing) and count
-      rows without a video as skips and videos without a row in `notes`.
+    check_files: check that each video exists (one directory listing), counting
+      rows without a video as skips and videos without a row in `notes`, and read
+      each video's header: its frame size, FPS and frame count replace the
+      FileList's (rows that disagree are counted in `notes` and warned about;
+      tracings are scaled by the true size). A header that cannot be read leaves
+      the FileList's values (counted). Without it the FileList's values are used.
+    strict: raise BadValueError on the first unexpected FileList value; otherwise
+      such a row is skipped and counted (see RowChecks).
   """
   root = pathlib.Path(root)
   if not root.is_dir():
@@ -315,37 +402,76 @@ def read_echonet_dynamic(root: str | os.PathLike, *, require_tracings: bool = Fa
   skips = SkipLog("EchoNet-Dynamic")
   notes = collections.Counter()
   filelist = root / "FileList.csv"
-  df, keys, ef = _read_filelist(filelist, DYNAMIC_FILELIST_COLUMNS)
-  esv = numeric_column(df, "ESV", filelist, required=False, lo=0)
-  edv = numeric_column(df, "EDV", filelist, required=False, lo=0)
-  height = numeric_column(df, "FrameHeight", filelist, required=True, integer=True, lo=1)
-  width = numeric_column(df, "FrameWidth", filelist, required=True, integer=True, lo=1)
-  fps = numeric_column(df, "FPS", filelist, required=True, positive=True)
-  nframes = numeric_column(df, "NumberOfFrames", filelist, required=True, integer=True, lo=1)
-  splits = category_column(df, "Split", filelist, ("TRAIN", "VAL", "TEST"), allow_missing=False)
+  df, keys, checks, ef = _read_filelist(filelist, DYNAMIC_FILELIST_COLUMNS, skips, strict)
+  esv = checks.numeric("ESV", required=False, lo=0)
+  edv = checks.numeric("EDV", required=False, lo=0)
+  height = checks.numeric("FrameHeight", required=True, integer=True, lo=1)
+  width = checks.numeric("FrameWidth", required=True, integer=True, lo=1)
+  fps = checks.numeric("FPS", required=True, positive=True)
+  nframes = checks.numeric("NumberOfFrames", required=True, integer=True, lo=1)
+  splits = checks.category("Split", ("TRAIN", "VAL", "TEST"), allow_missing=False)
 
   raw_traces = read_tracings(root / "VolumeTracings.csv", DYNAMIC_TRACING_COLUMNS, skips)
   videos = list_videos(root / "Videos") if check_files else None
   records = []
-  for i, key, where in _rows_with_video(df, keys, videos, skips):
-    size = (int(height[i]), int(width[i]))
+  for i, key, where in _rows_with_video(df, keys, checks.bad, videos, skips):
+    name = videos[key] if videos is not None else key + ".avi"
+    path = root / "Videos" / name
+    size, rate, count = (int(height[i]), int(width[i])), float(fps[i]), int(nframes[i])
+    if check_files:
+      size, rate, count = _dynamic_header(path, size, rate, count, notes)
     if size != tracings_lib.TRACING_GRID:
       notes[NOTE_NOT_112] += 1
     traces = _build_traces(raw_traces.get(key, {}), tracings_lib.dynamic_chords_to_polygon,
-                           int(nframes[i]), size, skips, where, require_tracings)
+                           count, size, skips, where, require_tracings)
     if traces is None:
       continue
     ed, es = _ed_es(traces)
-    name = videos[key] if videos is not None else key + ".avi"
     records.append(EchoRecord(
-        key=key, dataset="echonet_dynamic", view="A4C", video_path=str(root / "Videos" / name),
+        key=key, dataset="echonet_dynamic", view="A4C", video_path=str(path),
         split=splits[i].lower(), ef=float(ef[i]), edv=float(edv[i]), esv=float(esv[i]),
-        fps=float(fps[i]), num_frames=int(nframes[i]), height=size[0], width=size[1],
+        fps=rate, num_frames=count, height=size[0], width=size[1],
         ed_frame=ed, es_frame=es, traces=traces))
   _note_unmatched(notes, set(keys), videos, raw_traces)
+  disagree = [f"{notes[what]} {what}" for what in (NOTE_SIZE_DISAGREES, NOTE_FPS_DISAGREES,
+                                                  NOTE_FRAMES_DISAGREES) if notes[what]]
+  if disagree:
+    logging.warning("EchoNet-Dynamic: FileList.csv disagrees with the video headers: %s",
+                    "; ".join(disagree))
   result = ReadResult(records, skips, dict(notes))
   result.log_summary()
   return result
+
+
+def _probe(path: pathlib.Path) -> video_lib.VideoInfo | None:
+  """The video's header, or None if it cannot be read."""
+  try:
+    return video_lib.probe_video(path)
+  except VideoDecodeError:
+    return None
+
+
+def _dynamic_header(path: pathlib.Path, size: tuple[int, int], fps: float, num_frames: int,
+                    notes) -> tuple[tuple[int, int], float, int]:
+  """(size, fps, frame count) of a Dynamic video: the header's where it has them (a
+  FileList value that differs is counted in `notes`), else the FileList's."""
+  info = _probe(path)
+  if info is None:
+    notes[NOTE_NOT_PROBED] += 1
+    return size, fps, num_frames
+  if info.height > 0 and info.width > 0:
+    if (info.height, info.width) != size:
+      notes[NOTE_SIZE_DISAGREES] += 1
+    size = (info.height, info.width)
+  if info.fps > 0 and math.isfinite(info.fps):
+    if not math.isclose(info.fps, fps, rel_tol=1e-2):
+      notes[NOTE_FPS_DISAGREES] += 1
+    fps = float(info.fps)
+  if info.num_frames > 0:
+    if info.num_frames != num_frames:
+      notes[NOTE_FRAMES_DISAGREES] += 1
+    num_frames = info.num_frames
+  return size, fps, num_frames
 
 
 def _note_unmatched(notes, keys: set[str], videos: Mapping[str, str] | None,
@@ -403,8 +529,8 @@ def pediatric_split(fold: int, test_fold: int) -> str:
 
 
 def read_echonet_pediatric(root: str | os.PathLike, *, view: str = "A4C", test_fold: int = 0,
-                           require_tracings: bool = False, check_files: bool = True
-                           ) -> ReadResult:
+                           require_tracings: bool = False, check_files: bool = True,
+                           strict: bool = False) -> ReadResult:
   """Reads `<view>/{FileList.csv, VolumeTracings.csv, Videos/}` (EchoNet-Pediatric).
 
   Args:
@@ -414,6 +540,8 @@ def read_echonet_pediatric(root: str | os.PathLike, *, view: str = "A4C", test_f
     require_tracings: drop (and count) videos with fewer than 2 traced frames.
     check_files: check each video exists and read its header (frames, size,
       FPS; the FileList has none of these). Otherwise they stay unknown (-1/NaN).
+    strict: raise BadValueError on the first unexpected FileList value; otherwise
+      such a row is skipped and counted (see RowChecks).
   Attributes: Age (years), Sex ('M'/'F'), Weight (kg), Height (cm); None if empty.
   """
   view = str(view).upper()
@@ -425,25 +553,21 @@ def read_echonet_pediatric(root: str | os.PathLike, *, view: str = "A4C", test_f
   skips = SkipLog(f"EchoNet-Pediatric {view}")
   notes = collections.Counter()
   filelist = base / "FileList.csv"
-  df, keys, ef = _read_filelist(filelist, PEDIATRIC_FILELIST_COLUMNS)
-  age = numeric_column(df, "Age", filelist, required=False, lo=0)
-  weight = numeric_column(df, "Weight", filelist, required=False, lo=0)
-  height_cm = numeric_column(df, "Height", filelist, required=False, lo=0)
-  folds = numeric_column(df, "Split", filelist, required=True, integer=True, lo=0,
-                         hi=NUM_PEDIATRIC_FOLDS - 1).astype(int)
-  sex = category_column(df, "Sex", filelist, ("M", "F"), allow_missing=True)
+  df, keys, checks, ef = _read_filelist(filelist, PEDIATRIC_FILELIST_COLUMNS, skips, strict)
+  age = checks.numeric("Age", required=False, lo=0)
+  weight = checks.numeric("Weight", required=False, lo=0)
+  height_cm = checks.numeric("Height", required=False, lo=0)
+  folds = checks.numeric("Split", required=True, integer=True, lo=0, hi=NUM_PEDIATRIC_FOLDS - 1)
+  sex = checks.category("Sex", ("M", "F"), allow_missing=True)
 
   raw_traces = read_tracings(base / "VolumeTracings.csv", PEDIATRIC_TRACING_COLUMNS, skips)
   videos = list_videos(base / "Videos") if check_files else None
   records = []
-  for i, key, where in _rows_with_video(df, keys, videos, skips):
+  for i, key, where in _rows_with_video(df, keys, checks.bad, videos, skips):
     path = base / "Videos" / (videos[key] if videos is not None else key + ".avi")
-    info = None
-    if check_files:
-      try:
-        info = video_lib.probe_video(path)
-      except VideoDecodeError:
-        notes[NOTE_NOT_PROBED] += 1
+    info = _probe(path) if check_files else None
+    if check_files and info is None:
+      notes[NOTE_NOT_PROBED] += 1
     size = (info.height, info.width) if info else (-1, -1)
     if info and size != tracings_lib.TRACING_GRID:
       notes[NOTE_NOT_112] += 1

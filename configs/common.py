@@ -35,9 +35,25 @@ def synthetic_data(dataset: str, num_subjects: int, seed: int = 0) -> ml_collect
 
 def ef_data(dataset: str, num_subjects: int) -> ml_collections.ConfigDict:
   """`synthetic_data` plus the EF tasks' TFDS build folder `tfds_dir` (empty =
-  `<cache>/tfds/<root name>-<path hash>`, cardiac_data/sources.py)."""
+  `<cache>/tfds/<root name>-<path hash>`, cardiac_data/sources.py) and the reader
+  options `reader` (cardiac_data/sources.py: reader_options; options other than these
+  defaults build their own dataset):
+
+  strict: False = a FileList row (CAMUS: a patient's cfg) with an unexpected value
+    (Sex outside M/F, Split outside TRAIN/VAL/TEST, a non-numeric EF, ...) is
+    skipped, counted and logged; True = it stops the build, naming the file and row.
+  require_tracings: drop (counted) videos with fewer than 2 traced frames (EchoNet),
+    patients without ED/ES ground truth (CAMUS).
+  CAMUS only (another dataset must keep the defaults): release 'auto' (from the
+    folder layout), 'nifti' (2023) or 'mhd' (2019); split_list_dir: the folder of
+    the split lists ('' = the release's default: database_split/, or
+    listSubGroups/ with a fold); fold: -1 = none, k = vital's subGroup{k}_*.txt.
+  (EchoNet-Pediatric's cross-validation fold is config.data.test_fold.)
+  """
   d = synthetic_data(dataset, num_subjects)
   d.tfds_dir = ""
+  d.reader = ml_collections.ConfigDict(dict(strict=False, require_tracings=False,
+                                            release="auto", split_list_dir="", fold=-1))
   return d
 
 
@@ -45,10 +61,11 @@ def mcsdr_model() -> ml_collections.ConfigDict:
   """MCSDR network (mcsdr_jax/model.py), CPU-sized. Fields:
 
   kind: 'mcsdr' (diffusion, the paper) or 'deterministic' (Table IV baseline).
-  encoder: 'frames' (per-frame 2D CNN + temporal convs, CPU), 'small' (tubelet 3D CNN)
-    or 'r2plus1d' (R(2+1)D-18, accelerators), with encoder_kwargs (for 'frames': widths,
-    temporal, norm 'frame'/'clip', motion: frame − clip mean as extra input channels);
-    features: its width.
+  encoder: 'frames' (per-frame 2D CNN + temporal convs, CPU), 'small' (tubelet 3D CNN),
+    'r2plus1d' (R(2+1)D-18) or 'uniformer' (UniFormer-S, the paper's), with
+    encoder_kwargs (for 'frames': widths, temporal, norm 'frame'/'clip', motion: frame −
+    clip mean as extra input channels; for the published networks see
+    backbones/r2plus1d.py and backbones/uniformer.py); features: its width.
   predictor: 'mcsn' (cross-attention, Fig. 4), 'mlp' or 'transformer_decoder' (Table V);
     hidden, heads, num_layers (0 = the predictor's default), mlp_ratio, time_dim.
   conditioning: 'tokens' (video tokens pooled to video_grid + one token per attribute)
@@ -57,8 +74,10 @@ def mcsdr_model() -> ml_collections.ConfigDict:
   attr_features, attr_dropout: attribute encoder width, train-time dropout probability.
   attr_in_summary: the summary token (read by the auxiliary EF head) also sees the
     attribute embeddings (True), or the pooled video feature only (False).
-  pretrained: a workdir whose best checkpoint initialises the video encoder (trained
-    then at config.optim.encoder_lr_mult × the learning rate).
+  pretrained: '' (random initialisation) or a folder whose weights initialise the video
+    encoder (training/pretrained.py): converted published weights (`python -m
+    launch.import_weights`) or a workdir (its best checkpoint); the encoder then trains
+    at config.optim.encoder_lr_mult × the learning rate.
   dtype: computation dtype of the encoder ('bfloat16' on accelerators).
   eps_skip: ε̂ = √(1−ᾱ)·y_t + √ᾱ·F (well conditioned at t ≈ T; see mcsdr_jax/model.py);
     False = the network outputs ε̂ directly, as the published code.
@@ -78,6 +97,41 @@ def mcsdr_model() -> ml_collections.ConfigDict:
       adacon=ml_collections.ConfigDict(dict(
           weight=0.0, scale=150.0, bucket_width=0.05, proj_hidden=128, proj_features=128,
           pad=4, brightness=0.05, contrast=0.1))))
+
+
+#: CoReEcho's input standardisation on 0..255 frames (coreecho/dataset.py DEFAULT_MEAN /
+#: DEFAULT_STD × 255), the one its UniFormer-S was trained with.
+COREECHO_PIXEL_MEAN = tuple(255.0 * m for m in (0.12741163, 0.1279413, 0.12912785))
+COREECHO_PIXEL_STD = tuple(255.0 * s for s in (0.19557191, 0.19562256, 0.1965878))
+
+
+def uniformer_model(c: ml_collections.ConfigDict,
+                    pretrained: str = "weights/coreecho_uniformer") -> None:
+  """Switches `c.model` to MCSDR's encoder: UniFormer-S pretrained by CoReEcho on
+  EchoNet-Dynamic (backbones/uniformer.py), fine-tuned at optim.encoder_lr_mult × the
+  rate, bfloat16. Nothing is downloaded: convert CoReEcho's checkpoint (Google Drive id
+  1ZNF4lMTLEnaZyhVHHTUW_MctB7kDGP6o, see the CoReEcho README) once with
+
+    python -m launch.import_weights --format=coreecho_uniformer --src=CoReEcho_UniFormerS.pth \\
+        --out=weights/coreecho_uniformer --trust_pickle
+
+  Grey frames are replicated to RGB and standardised as CoReEcho trained (the published
+  MCSDR code feeds x/255 unstandardised: --config.model.encoder_kwargs.pixel_mean=()
+  --config.model.encoder_kwargs.pixel_std=()); BatchNorm statistics stay frozen (the
+  published code updates them: --config.model.encoder_kwargs.norm_stats=train).
+  Without weights: --config.model.pretrained='' --config.diffusion.aux_weight=1.
+  """
+  c.model.encoder = "uniformer"
+  c.model.encoder_kwargs = ml_collections.ConfigDict(dict(
+      norm_stats="frozen", project=False, in_channels=3, pixel_mean=COREECHO_PIXEL_MEAN,
+      pixel_std=COREECHO_PIXEL_STD))
+  c.model.features = 512
+  c.model.hidden = 256
+  c.model.heads = 8
+  c.model.attr_features = 64
+  c.model.video_grid = (4, 3, 3)
+  c.model.dtype = "bfloat16"
+  c.model.pretrained = pretrained
 
 
 def r2plus1d_model(c: ml_collections.ConfigDict) -> None:

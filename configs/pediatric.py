@@ -8,9 +8,13 @@ cohort by default).
       --config.data.root=/data/pediatric_echo_avi --config.data.test_fold=3
 
 Variants (after the colon, comma-separated): '' (default, CPU-sized: 12.4 minutes
-on 2 cores from a fresh clone), 'smoke' (a minute), 'full' (R(2+1)D-18 encoder, bfloat16, 50 epochs, for
-accelerators); 'vision' drops the attributes. The deterministic baseline of Table IV:
---config.model.kind=deterministic.
+on 2 cores from a fresh clone), 'smoke' (a minute), 'full' (the paper's setting for
+accelerators: UniFormer-S pretrained by CoReEcho on EchoNet-Dynamic, fine-tuned at 0.1×
+the rate, 112², bfloat16, 50 epochs; convert the weights once, nothing is downloaded:
+  python -m launch.import_weights --format=coreecho_uniformer \\
+      --src=CoReEcho_UniFormerS.pth --out=weights/coreecho_uniformer --trust_pickle
+see configs/common.py:uniformer_model); 'vision' drops the attributes. The
+deterministic baseline of Table IV: --config.model.kind=deterministic.
 """
 from __future__ import annotations
 
@@ -67,13 +71,13 @@ def get_config(arg: str | None = None):
     c.eval_every = 10
     c.checkpoint.save_every = 10
   elif size == "full":
-    common.r2plus1d_model(c)
+    common.uniformer_model(c)     # CoReEcho's UniFormer-S, as the paper (see its docstring).
     c.data.image_size = 112
     c.optim.lr = 3e-4
     c.data.batch_size = 8
     c.data.worker_count = 8
     c.diffusion.noise_draws = 1
-    c.diffusion.aux_weight = 0.0   # With an EF-pretrained encoder (model.pretrained), as published.
+    c.diffusion.aux_weight = 0.0   # The encoder is EF-pretrained (model.pretrained), as published.
     c.num_steps = 50 * 1850 // 8        # 50 epochs of the ~1,850 training videos.
     c.optim.warmup_steps = 500
     c.eval_every = 1000

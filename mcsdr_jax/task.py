@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from backbones import video as video_backbones
 from cardiac_data import builders
 from cardiac_data import ef_data
 from diffusion import losses as diffusion_losses
@@ -31,6 +32,12 @@ KINDS = ("mcsdr", "deterministic")
 SPREAD_CALIBRATIONS = ("val", "none")
 RAW_KEYS = ("crps", "crps_all_pairs", "coverage50", "coverage90", "sigma_mean",
             "sigma_error_spearman", "pit_hist")
+
+
+def with_stats(metrics: dict, batch_stats) -> dict:
+  """`metrics` plus the encoder's updated BatchNorm statistics, which the loop's train
+  step sets in the params (training.loop.train_step_fn), when there are any."""
+  return metrics if batch_stats is None else dict(metrics, batch_stats=batch_stats)
 
 
 def sampler_config(cfg) -> samplers.SamplerConfig:
@@ -72,18 +79,20 @@ class EFRegressionTask(ef_data.EFData):
   """Video (+ attributes) → EF posterior (MCSDR) or point estimate (baseline)."""
 
   def __init__(self, config, workdir: str, *, mesh=None, make_optimizer=None,
-               make_plugin=None):
+               make_plugin=None, fitted=None):
     """`mesh`: the devices posterior sampling splits cases over (None: one device).
     `make_optimizer(optim_cfg, num_steps, *, pretrained_encoder)`: the loop's factory.
     `make_plugin(train EF labels) -> plugin`: a representation loss beside the
     diffusion head (the AdaCon plug-in, `adacon_jax.plugin`; `training.tasks`
-    supplies it when config.model.adacon.weight > 0)."""
-    super().__init__(config)
+    supplies it when config.model.adacon.weight > 0). `fitted`: a checkpoint's meta to
+    score with instead of data (cardiac_data.ef_data.EFData; launch.predict): no
+    training, so no plug-in (its head's parameters are ignored by inference)."""
+    super().__init__(config, fitted=fitted)
     self.kind = config.model.kind
     self.mesh = mesh
     self.make_optimizer = make_optimizer
     self.plugin = None
-    if config.model.adacon.weight > 0:
+    if config.model.adacon.weight > 0 and fitted is None:
       if make_plugin is None:
         raise ValueError("config.model.adacon.weight > 0: the AdaCon plug-in is built by "
                          "training.tasks.make_task (pass make_plugin)")
@@ -124,16 +133,17 @@ class EFRegressionTask(ef_data.EFData):
     drop_rng, noise_rng = jax.random.split(rng)
     target = self.standardise(batch["ef"])
     if self.kind == "deterministic":
-      pred = self.model.apply(params, inputs, train=True, rngs={"attr_dropout": drop_rng})
-      return jnp.mean((pred - target) ** 2), {
-          "mae_ef": jnp.mean(jnp.abs(pred - target)) * self.ef_std}
+      pred, stats = video_backbones.apply_train(self.model, params, inputs, train=True,
+                                                rngs={"attr_dropout": drop_rng})
+      return jnp.mean((pred - target) ** 2), with_stats(
+          {"mae_ef": jnp.mean(jnp.abs(pred - target)) * self.ef_std}, stats)
     if self.plugin:
-      memory, aux, plugin_loss = self._plugin_loss(params, inputs, batch["ef"], drop_rng,
-                                                   jax.random.fold_in(rng, 1))
+      (memory, aux, plugin_loss), stats = self._plugin_loss(
+          params, inputs, batch["ef"], drop_rng, jax.random.fold_in(rng, 1))
     else:
-      memory, aux = self.model.apply(params, inputs, train=True,
-                                     rngs={"attr_dropout": drop_rng},
-                                     method=self.model.condition_and_aux)
+      (memory, aux), stats = video_backbones.apply_train(
+          self.model, params, inputs, train=True, rngs={"attr_dropout": drop_rng},
+          method=self.model.condition_and_aux)
 
     def eps_fn(y, t):
       return self.model.apply(params, memory, y, t, method=self.model.eps)
@@ -150,18 +160,20 @@ class EFRegressionTask(ef_data.EFData):
     if self.plugin:
       loss = loss + self.plugin.weight * plugin_loss
       metrics[f"{self.plugin.name}_loss"] = plugin_loss
-    return loss, metrics
+    return loss, with_stats(metrics, stats)
 
   def _plugin_loss(self, params, inputs, ef, drop_rng, view_rng):
-    """(memory, aux, the plug-in's loss) with z from the pooled feature of the clip and
-    of the plug-in's second view of it."""
-    memory, aux, z1 = self.model.apply(params, inputs, train=True,
-                                       rngs={"attr_dropout": drop_rng},
-                                       method=self.model.condition_aux_and_projection)
+    """((memory, aux, the plug-in's loss), updated batch_stats) with z from the pooled
+    feature of the clip and of the plug-in's second view of it (the running statistics
+    follow the first view)."""
+    (memory, aux, z1), stats = video_backbones.apply_train(
+        self.model, params, inputs, train=True, rngs={"attr_dropout": drop_rng},
+        method=self.model.condition_aux_and_projection)
     v2 = self.plugin.second_view(view_rng, inputs["video"])
-    z2 = self.model.apply(params, dict(inputs, video=v2), train=True,
-                          rngs={"attr_dropout": drop_rng}, method=self.model.project)
-    return memory, aux, self.plugin.loss(z1, z2, ef)
+    z2, _ = video_backbones.apply_train(self.model, params, dict(inputs, video=v2), train=True,
+                                        rngs={"attr_dropout": drop_rng},
+                                        method=self.model.project)
+    return (memory, aux, self.plugin.loss(z1, z2, ef)), stats
 
   # -- Inference -----------------------------------------------------------------
 
@@ -204,8 +216,12 @@ class EFRegressionTask(ef_data.EFData):
   def evaluate(self, params, rng, split, *, final, workdir):
     s = self.config.sampling
     k = s.num_samples if final else s.val_num_samples
+    keep = ef_data.labelled_cases(self.labels(split), split)   # NaN EF: not scored, counted.
+    if not keep.any():
+      return ef_data.unlabelled_metrics(keep)
     samples, labels, trajs = self.predict(params, split, rng, num_samples=k,
                                           trajectory=final and self.kind == "mcsdr")
+    samples, labels, trajs = (ef_data.select_cases(keep, x) for x in (samples, labels, trajs))
     if self.kind == "mcsdr":
       metrics = probabilistic.probabilistic_metrics(labels, samples)
       scale = self._spread_scale(params, rng, split, samples, labels) if final else None
@@ -217,9 +233,11 @@ class EFRegressionTask(ef_data.EFData):
     else:
       metrics = regression.regression_metrics(labels, np.clip(samples[:, 0], 0.0, 100.0))
     metrics["mean_predictor_mae"] = float(np.mean(np.abs(labels - self.ef_mean)))
+    metrics.update(ef_data.unlabelled_metrics(keep))
     if final:
       keys = builders.split_metadata(self.sources[split], "key")
       info = reports.case_info(self.root, self.sources[split], self.spec, keys)
+      keys, info = ef_data.select_cases(keep, keys), ef_data.select_cases(keep, info)
       metrics.update(reports.write_report(workdir, split, labels, samples, trajs, keys, info,
                                           ts=self._trajectory_ts(), title=self._title(split)))
     return metrics

@@ -1,9 +1,9 @@
 """A trained run restored for inference: the task of its config and the parameters of
 its best checkpoint (else its last), after checking that the checkpoint was written by a
-config with the same model and data (`checkpoint.check_same_config`)."""
+config with the same model and data (`checkpoint.check_same_config`); the EF tasks take
+the checkpoint's attribute preprocessing and EF standardisation (`EFData.use_fitted`)."""
 from __future__ import annotations
 
-import math
 import os
 
 from absl import logging
@@ -44,10 +44,7 @@ def load_run(config, workdir: str):
     state, meta = ckpts.restore(abstract_state(task, config), which=which)
   finally:
     ckpts.close()
-  for field in ("ef_mean", "ef_std"):      # EF tasks: the target standardisation.
-    saved, now = meta.get(field), getattr(task, field, None)
-    if None not in (saved, now) and not math.isclose(saved, now, rel_tol=1e-6):
-      logging.warning("%s: the checkpoint's %s is %.6g, this config's data give %.6g; "
-                      "outputs use the latter", workdir, field, saved, now)
+  if hasattr(task, "use_fitted"):    # EF tasks: the checkpoint's preprocessing, not a refit.
+    task.use_fitted(meta)
   logging.info("restored the %s checkpoint of %s (step %d)", which, workdir, step)
   return task, loop.eval_params(state), {"which": which, "step": int(step)}

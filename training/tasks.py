@@ -36,6 +36,9 @@ REGISTRY = {
     "adacon": "adacon_jax.task:AdaConTask",
 }
 
+#: Tasks that can be built from a checkpoint's meta alone (`make_task(fitted=...)`).
+SCORABLE = ("ef_regression", "adacon")
+
 
 def ef_regression_task(config, workdir: str, **context):
   """MCSDR (or its deterministic baseline), with the AdaCon plug-in when
@@ -43,14 +46,15 @@ def ef_regression_task(config, workdir: str, **context):
   from adacon_jax import plugin  # pylint: disable=g-import-not-at-top
   from mcsdr_jax import task  # pylint: disable=g-import-not-at-top
   make_plugin = None
-  if plugin.enabled(config.model.adacon):
+  if plugin.enabled(config.model.adacon) and context.get("fitted") is None:
     make_plugin = functools.partial(plugin.AdaConPlugin.fit, config.model.adacon)
   return task.EFRegressionTask(config, workdir, make_plugin=make_plugin, **context)
 
 
-def make_task(config, workdir: str, *, mesh=None, make_optimizer=None):
+def make_task(config, workdir: str, *, mesh=None, make_optimizer=None, fitted=None):
   """The task of config.task, given the loop's mesh and optimiser factory (defaults:
-  all devices, `training.optim.make_optimizer`)."""
+  all devices, `training.optim.make_optimizer`). `fitted`: a checkpoint's task meta;
+  the EF tasks then score with it and read no data (launch.predict)."""
   name = config.task
   if name not in REGISTRY:
     raise ValueError(f"config.task: unknown task {name!r}; known: {sorted(REGISTRY)}")
@@ -61,5 +65,11 @@ def make_task(config, workdir: str, *, mesh=None, make_optimizer=None):
     from training import optim  # pylint: disable=g-import-not-at-top
     make_optimizer = optim.make_optimizer
   module, factory = REGISTRY[name].split(":")
+  extra = {}
+  if fitted is not None:
+    if name not in SCORABLE:
+      raise ValueError(f"config.task={name!r}: scoring from a checkpoint alone is for the EF "
+                       f"tasks {SCORABLE}")
+    extra["fitted"] = fitted
   return getattr(importlib.import_module(module), factory)(
-      config, workdir, mesh=mesh, make_optimizer=make_optimizer)
+      config, workdir, mesh=mesh, make_optimizer=make_optimizer, **extra)

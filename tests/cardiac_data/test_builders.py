@@ -121,6 +121,9 @@ def test_pediatric_folds_and_raw_attributes(tmp_path):
   assert splits == {"train": "fold3+fold9", "val": "fold1", "test": "fold0"}
   with pytest.raises(ValueError, match="fold2"):
     builders.pediatric_cv_splits(1, b)
+  # A role that is not required may be empty: it is left out.
+  assert builders.pediatric_cv_splits(1, b, required=("train", "test")) == {
+      "train": "fold0+fold3+fold9", "test": "fold1"}
   train = pipeline.data_source(b, splits["train"])
   assert [int(ex["fold"]) for ex in train] == [3, 9]
   spec = attributes.PEDIATRIC_SPEC
@@ -192,3 +195,22 @@ def test_tfds_dir_chooses_where_the_build_goes(tiny_dynamic, tmp_path):
   default = sources.default_tfds_dir(d, tiny_dynamic.root)
   assert str(default).startswith(str(tmp_path / "cache"))
   assert os.path.commonpath([builder.data_dir, str(default)]) == str(default)
+
+
+def test_reader_options_name_their_own_config(tmp_path):
+  dyn = builders.EchonetDynamic
+  default = dyn.BUILDER_CONFIGS[0]
+  assert dyn.make_config(strict=False, require_tracings=False, check_files=True) is default
+  made = [dyn.make_config(**kw) for kw in ({"strict": True}, {"require_tracings": True},
+                                           {"strict": True, "require_tracings": True})]
+  assert len({c.name for c in made} | {default.name}) == 4
+  assert dict(made[0].reader_kwargs) == {"strict": True}
+  cam = builders.Camus
+  assert cam.make_config(release="auto", fold=None, split_list_dir=None, strict=False,
+                         require_masks=False) is cam.BUILDER_CONFIGS[0]
+  names = {cam.make_config(**kw).name for kw in (
+      {"release": "mhd"}, {"fold": 1}, {"fold": 2}, {"split_list_dir": str(tmp_path)},
+      {"strict": True}, {"require_masks": True})}
+  assert len(names) == 6 and cam.BUILDER_CONFIGS[0].name not in names
+  with pytest.raises(ValueError, match="unknown builder option 'require_tracings'"):
+    cam.make_config(require_tracings=True)

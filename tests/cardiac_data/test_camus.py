@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from cardiac_data import camus, clips
-from cardiac_data.errors import DataFormatError, VideoDecodeError
+from cardiac_data.errors import BadValueError, DataFormatError, VideoDecodeError
 from tests import fixtures
 
 SPLITS = {"patient0001": "train", "patient0002": "train", "patient0003": "val",
@@ -187,8 +187,35 @@ def test_cfg_ef_or_lvef_and_missing_keys(nifti_copy):
     ("Age", "-1", "outside")])
 def test_cfg_bad_values(nifti_copy, key, value, what):
   _edit_cfg(_cfg_path(nifti_copy.root), **{key: value})
-  with pytest.raises(DataFormatError, match=what):
-    camus.read_camus(nifti_copy.root)
+  if key == "NbFrame":   # A cfg that disagrees with its sequence is structural: always raises.
+    for strict in (False, True):
+      with pytest.raises(DataFormatError, match=what):
+        camus.read_camus(nifti_copy.root, strict=strict)
+    return
+  with pytest.raises(BadValueError, match=what) as e:
+    camus.read_camus(nifti_copy.root, strict=True)
+  assert e.value.path.endswith("patient0002/Info_4CH.cfg")
+  # Default: that patient's view is skipped and counted; the others are read.
+  result = camus.read_camus(nifti_copy.root)
+  assert [r.key for r in result.records] == [f"{p}_4CH" for p in sorted(SPLITS)
+                                             if p != "patient0002"]
+  assert dict(result.skips.counts) == {camus.SKIP_BAD_VALUE: 1}
+  (example,) = result.skips.examples[camus.SKIP_BAD_VALUE]
+  assert example.startswith(f"patient #1: {key}=") and what in example
+  # The other view's cfg is untouched: patient0002's 2CH is still read.
+  assert "patient0002_2CH" in {r.key for r in camus.read_camus(nifti_copy.root, view="2CH").records}
+
+
+def test_mhd_testing_without_ground_truth_counted_or_required(mhd_tree):
+  result = camus.read_camus(mhd_tree.root)
+  no_gt = sorted(f"{p}_4CH" for p, s in SPLITS.items() if s == "test")
+  assert result.notes[camus.NOTE_NO_GROUND_TRUTH] == len(no_gt) == 1
+  assert sorted(r.key for r in result.records if math.isnan(r.ef)) == no_gt
+  required = camus.read_camus(mhd_tree.root, require_masks=True)
+  assert sorted(r.key for r in required.records) == sorted(
+      f"{p}_4CH" for p, s in SPLITS.items() if s != "test")
+  assert dict(required.skips.counts) == {camus.SKIP_NO_MASKS: 1}
+  assert all(r.split != "test" and r.mask_paths for r in required.records)
 
 
 def test_cfg_line_without_colon(nifti_copy):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cardiac_data import clips, echonet, tracings
-from cardiac_data.errors import DataFormatError, VideoDecodeError
+from cardiac_data.errors import BadValueError, DataFormatError, VideoDecodeError
 from tests import fixtures
 
 
@@ -160,14 +160,45 @@ def test_dynamic_duplicate_rows_named_with_row_numbers(dynamic_copy):
     ("EF", "abc", "is not a number"), ("EF", "", "is missing"), ("EF", "120", "is above 100"),
     ("EF", "-3", "is below 0"), ("ESV", "-1", "is below 0"), ("FrameHeight", "11.5", "integer"),
     ("FPS", "0", "is not positive"), ("Split", "TRAINING", "is not TRAIN, VAL or TEST")])
-def test_dynamic_bad_value_names_file_and_row(dynamic_copy, column, value, what):
+def test_dynamic_bad_value_names_file_and_row(dynamic_copy, column, value, what, caplog):
   rows = [list(r) for r in dynamic_copy.filelist]
   rows[3][fixtures.DYNAMIC_FILELIST_HEADER.index(column)] = value
   _write_filelist(dynamic_copy, rows)
-  with pytest.raises(DataFormatError) as e:
-    echonet.read_echonet_dynamic(dynamic_copy.root)
+  with pytest.raises(BadValueError) as e:
+    echonet.read_echonet_dynamic(dynamic_copy.root, strict=True)
+  assert isinstance(e.value, DataFormatError)
   assert e.value.row == 5 and e.value.path.endswith("FileList.csv")
   assert f"{column}=" in str(e.value) and what in str(e.value)
+  # Default (strict=False): that row alone is skipped, counted under its column, logged
+  # with its row number and value, never the file name.
+  with caplog.at_level(logging.INFO):
+    result = echonet.read_echonet_dynamic(dynamic_copy.root)
+  bad = echonet.normalize_name(rows[3][0])
+  assert {r.key for r in result.records} == set(dynamic_copy.expected) - {bad}
+  reason = echonet.SKIP_BAD_VALUE.format(column=column)
+  assert dict(result.skips.counts) == {reason: 1}
+  (example,) = result.skips.examples[reason]
+  assert example.startswith(f"FileList.csv row 5: {column}={value!r} ") and what in example
+  assert result.notes[echonet.NOTE_VIDEO_WITHOUT_ROW] == 0
+  assert f"1 × {reason}" in caplog.text and "row 5" in caplog.text
+  assert all(k not in caplog.text for k in dynamic_copy.expected)
+
+
+def test_dynamic_bad_values_in_several_rows_counted_once_each(dynamic_copy):
+  rows = [list(r) for r in dynamic_copy.filelist]
+  col = fixtures.DYNAMIC_FILELIST_HEADER.index
+  rows[0][col("Split")] = "TRAINING"
+  rows[1][col("EF")] = "n/a"
+  rows[1][col("Split")] = "?"       # Two bad values: one skip, under the first column checked.
+  rows[4][col("FPS")] = "fast"
+  _write_filelist(dynamic_copy, rows)
+  result = echonet.read_echonet_dynamic(dynamic_copy.root)
+  assert len(result.records) == 3 and result.skips.total == 3
+  assert dict(result.skips.counts) == {echonet.SKIP_BAD_VALUE.format(column=c): 1
+                                       for c in ("Split", "EF", "FPS")}
+  with pytest.raises(BadValueError, match="EF='n/a' is missing") as e:   # EF is checked first.
+    echonet.read_echonet_dynamic(dynamic_copy.root, strict=True)
+  assert e.value.row == 3
 
 
 def test_dynamic_non_integer_tracing_frame_dropped_and_counted(dynamic_copy):
@@ -195,6 +226,68 @@ def test_dynamic_non_numeric_coordinate_names_row(dynamic_copy):
   with pytest.raises(DataFormatError) as e:
     echonet.read_echonet_dynamic(dynamic_copy.root)
   assert e.value.row == 6 and "Y1='x' is not a number" in str(e.value)
+
+
+def test_dynamic_filelist_size_fps_frames_that_the_video_has_not(dynamic_copy, caplog):
+  """Real FileList rows state 768x1024 for 112x112 AVIs: the header's size, FPS and frame
+  count are used, the disagreements counted, and tracings scaled by the true size."""
+  fx = dynamic_copy
+  col = fixtures.DYNAMIC_FILELIST_HEADER.index
+  rows = [list(r) for r in fx.filelist]
+  small, big = rows[1], rows[3]                          # 112x112 and 128x160 videos
+  small[col("FrameHeight")], small[col("FrameWidth")] = 768, 1024
+  big[col("FrameHeight")], big[col("FrameWidth")] = 112, 112
+  rows[0][col("FPS")] = 30
+  rows[2][col("NumberOfFrames")] = 99
+  _write_filelist(fx, rows)
+  with caplog.at_level(logging.INFO):
+    result = echonet.read_echonet_dynamic(fx.root)
+  assert result.notes[echonet.NOTE_SIZE_DISAGREES] == 2
+  assert result.notes[echonet.NOTE_FPS_DISAGREES] == 1
+  assert result.notes[echonet.NOTE_FRAMES_DISAGREES] == 1
+  assert result.notes[echonet.NOTE_NOT_112] == 1 and result.skips.total == 0
+  assert "FileList.csv disagrees with the video headers" in caplog.text
+  recs = {r.key: r for r in result.records}
+  for row in rows:
+    rec, exp = recs[echonet.normalize_name(row[0])], fx.expected[echonet.normalize_name(row[0])]
+    assert (rec.height, rec.width, rec.fps, rec.num_frames) == (*exp["size"], 50.0, 16)
+  # The 112x112 video (FileList: 768x1024): tracings unscaled; mask = the reference
+  # polygon rasterised on its 112x112 grid, on the dark LV of the frame.
+  rec = recs[echonet.normalize_name(small[0])]
+  exp = fx.expected[rec.key]
+  poly = tracings.dynamic_chords_to_polygon(exp["chords"][exp["ed"]])
+  np.testing.assert_allclose(rec.traces[exp["ed"]], poly, atol=1e-5)
+  mask = clips.load_masks(rec)[exp["ed"]]
+  np.testing.assert_array_equal(mask, tracings.rasterize_polygon(poly, (112, 112)))
+  frame = clips.load_clip(rec)[exp["ed"]]
+  assert frame[mask == 1].mean() < 60 < frame[mask == 0].mean()
+  # The 128x160 video (FileList: 112x112): tracings scaled from the 112 grid to 128x160.
+  rec = recs[echonet.normalize_name(big[0])]
+  exp = fx.expected[rec.key]
+  poly = tracings.dynamic_chords_to_polygon(exp["chords"][exp["ed"]])
+  np.testing.assert_allclose(rec.traces[exp["ed"]],
+                             tracings.scale_polygon(poly, (112, 112), (128, 160)), atol=1e-4)
+  mask = clips.load_masks(rec)[exp["ed"]]
+  frame = clips.load_clip(rec)[exp["ed"]]
+  assert mask.shape == (128, 160) and frame[mask == 1].mean() < 60 < frame[mask == 0].mean()
+
+
+def test_dynamic_unreadable_header_or_no_file_checks_use_the_filelist(dynamic_copy):
+  fx = dynamic_copy
+  col = fixtures.DYNAMIC_FILELIST_HEADER.index
+  rows = [list(r) for r in fx.filelist]
+  rows[1][col("FrameHeight")], rows[1][col("FrameWidth")] = 768, 1024
+  _write_filelist(fx, rows)
+  key = echonet.normalize_name(rows[1][0])
+  # check_files=False: no header is read; the FileList's values stand.
+  rec = {r.key: r for r in echonet.read_echonet_dynamic(fx.root, check_files=False).records}[key]
+  assert (rec.height, rec.width) == (768, 1024)
+  (fx.root / "Videos" / f"{key}.avi").write_bytes(b"not an avi" * 20)
+  result = echonet.read_echonet_dynamic(fx.root)
+  assert result.notes[echonet.NOTE_NOT_PROBED] == 1
+  assert result.notes.get(echonet.NOTE_SIZE_DISAGREES, 0) == 0
+  rec = {r.key: r for r in result.records}[key]
+  assert (rec.height, rec.width, rec.num_frames) == (768, 1024, 16)
 
 
 def test_dynamic_rows_without_video_and_videos_without_row(dynamic_copy, caplog):
@@ -313,9 +406,16 @@ def test_pediatric_bad_values(tmp_path, column, value, what):
   rows = [list(r) for r in fx.filelist]
   rows[2][fixtures.PEDIATRIC_FILELIST_HEADER.index(column)] = value
   fixtures.write_csv(fx.view_dir / "FileList.csv", fixtures.PEDIATRIC_FILELIST_HEADER, rows)
-  with pytest.raises(DataFormatError) as e:
-    echonet.read_echonet_pediatric(fx.root, check_files=False)
+  with pytest.raises(BadValueError) as e:
+    echonet.read_echonet_pediatric(fx.root, check_files=False, strict=True)
   assert e.value.row == 4 and e.value.path.endswith("FileList.csv") and what in str(e.value)
+  # Default: the row is skipped and counted, the other three are read as they are.
+  result = echonet.read_echonet_pediatric(fx.root, check_files=False)
+  bad = echonet.normalize_name(rows[2][0])
+  assert {r.key for r in result.records} == set(fx.expected) - {bad}
+  assert dict(result.skips.counts) == {echonet.SKIP_BAD_VALUE.format(column=column): 1}
+  for rec in result.records:
+    assert rec.ef == fx.expected[rec.key]["ef"] and rec.fold == fx.expected[rec.key]["fold"]
 
 
 def test_pediatric_empty_attributes_are_none(tmp_path):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -19,30 +17,18 @@ from configs import pediatric
 from diffusion import samplers
 from launch import sample
 from mcsdr_jax import sampling_study
+from tests.launch.conftest import run_module
 from training import runs
-import tests
 
-ROOT = str(tests.ROOT)
 SAMPLERS = ("ddim5", "ddim10", "pf_ode")
 KS = (1, 2, 4)
 K = 4      # config.sampling.num_samples of the study (not a state field: same checkpoint)
 
 
-def run_module(module, *args, cache):
-  env = dict(os.environ, CARDIAC_DATA_CACHE=str(cache), JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """(workdir, cache) of a trained smoke run."""
-  cache = tmp_path_factory.mktemp("cache")
-  workdir = tmp_path_factory.mktemp("run")
-  proc = run_module("launch.train", "--config=configs/pediatric.py:smoke",
-                    f"--workdir={workdir}", cache=cache)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir, cache
+def trained(smoke_run):
+  """(workdir, cache) of a trained smoke run (tests/launch/conftest.py)."""
+  return smoke_run
 
 
 def smoke_config():

@@ -201,7 +201,8 @@ def test_config_variants_and_errors():
   assert not pediatric.get_config("smoke,vision").model.use_attributes
   assert pediatric.get_config("").model.use_attributes
   full = pediatric.get_config("full")
-  assert full.model.encoder == "r2plus1d" and full.model.dtype == "bfloat16"
+  assert full.model.encoder == "uniformer" and full.model.dtype == "bfloat16"
+  assert full.model.pretrained and full.diffusion.aux_weight == 0.0   # the paper's setting
   with pytest.raises(ValueError, match="unknown variant"):
     pediatric.get_config("smoke,full")
   with pytest.raises(ValueError, match="config.model.kind"):
