@@ -7,8 +7,13 @@ Built-in synthetic adult cohort by default; real data with --config.data.root.
       --config.data.root=/data/EchoNet-Dynamic
 
 Variants (after the colon, comma-separated): '' (CPU-sized, a few minutes on 2 cores),
-'smoke' (under a minute), 'full' (R(2+1)D-18, 32 frames every 2nd, batch 20, as the
-published code); a loss flag replaces AdaCon: 'mse' (regression only), 'supcon',
+'smoke' (under a minute), 'full' (as the published code: R(2+1)D-18 initialised from
+torchvision's Kinetics-400 weights with its BatchNorm statistics trained, frames
+standardised by EchoNet-Dynamic's pixel mean/SD, 32 frames every 2nd, batch 20; convert
+the weights once, nothing is downloaded:
+  python -m launch.import_weights --format=torchvision_r2plus1d \
+      --src=r2plus1d_18-91a641e6.pth --out=weights/kinetics_r2plus1d
+or train from scratch with --config.model.pretrained=''); a loss flag replaces AdaCon: 'mse' (regression only), 'supcon',
 'npair', 'triplet' (adaptive triplet); 'twostage' pre-trains contrastively for half the
 steps, then fine-tunes the regression (Table V). Regression loss and weights:
 --config.adacon.regression=l1|mse|huber, --config.adacon.huber_delta (EF points),
@@ -89,8 +94,14 @@ def get_config(arg: str | None = None):
     c.eval_every = 10
     c.checkpoint.save_every = 10
   elif size == "full":
+    # As the published code: R(2+1)D-18 from torchvision's Kinetics-400 weights, BatchNorm
+    # trained, input standardised by EchoNet-Dynamic's pixel statistics (see the docstring).
     c.model.encoder = "r2plus1d"
-    c.model.encoder_kwargs = ml_collections.ConfigDict(dict(width=1.0))
+    c.model.encoder_kwargs = ml_collections.ConfigDict(dict(
+        width=1.0, norm="batch", norm_stats="train", project=False, in_channels=3,
+        pixel_mean=common.COREECHO_PIXEL_MEAN, pixel_std=common.COREECHO_PIXEL_STD))
+    c.model.pretrained = "weights/kinetics_r2plus1d"
+    c.optim.encoder_lr_mult = 1.0       # The published code fine-tunes all at one rate.
     c.model.features = 512
     c.model.proj_hidden = 512
     c.model.dtype = "bfloat16"

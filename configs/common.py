@@ -100,7 +100,8 @@ def mcsdr_model() -> ml_collections.ConfigDict:
 
 
 #: CoReEcho's input standardisation on 0..255 frames (coreecho/dataset.py DEFAULT_MEAN /
-#: DEFAULT_STD × 255), the one its UniFormer-S was trained with.
+#: DEFAULT_STD × 255), the one its UniFormer-S was trained with: EchoNet-Dynamic's pixel
+#: statistics, as EchoNet's code computes them from its training split.
 COREECHO_PIXEL_MEAN = tuple(255.0 * m for m in (0.12741163, 0.1279413, 0.12912785))
 COREECHO_PIXEL_STD = tuple(255.0 * s for s in (0.19557191, 0.19562256, 0.1965878))
 

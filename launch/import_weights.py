@@ -129,6 +129,7 @@ def echonet_config(options: Mapping[str, Any]):
   c.model.features = options["features"]
   c.model.encoder_kwargs = dict(options["encoder_kwargs"])
   c.model.dtype = "float32"
+  c.model.pretrained = ""             # The weights are in model.npz already.
   c.data.sampling = "clip"
   return c
 

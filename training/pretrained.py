@@ -133,7 +133,8 @@ def check_options(model_cfg, info: Mapping[str, Any], source: str) -> None:
       continue
     if key in INPUT_SCALING:
       logging.warning("config.model.encoder_kwargs.%s is %r; the weights %s were trained "
-                      "with %r (a departure, e.g. the published MCSDR code's x/255 input)",
+                      "with %r. The config's is used (the published EchoNet, AdaCon and "
+                      "MCSDR codes also depart from their weights' input standardisation)",
                       key, have, source, want)
       continue
     diffs.append(f"config.model.encoder_kwargs.{key}: {have!r}, the weights need {want!r}")
