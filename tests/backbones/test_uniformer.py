@@ -65,7 +65,9 @@ def test_pooled_feature_matches_pytorch(reference):
   pooled, fmap = jax.jit(lambda v, c: model.apply(v, c, return_tokens=True))(variables, clip)
   err = import_reference.relative_error(pooled, ref["pooled"])
   print(f"UniFormer-S pooled vs PyTorch {str(ref['torch_version'])}: relative error {err:.3g}")
-  assert err <= 1e-4
+  # 2e-5, tighter than the 1e-4: the tanh GELU instead of the exact one gives 1.6e-4
+  # here, an error the looser bound would only just catch (measured 1.5e-6 on CPU).
+  assert err <= 2e-5
   assert fmap.shape == (b, (t + 1) // 2, h // 32, w // 32, 512)
   np.testing.assert_allclose(np.asarray(fmap).mean(axis=(1, 2, 3)), pooled, rtol=1e-5, atol=1e-5)
 
