@@ -15,8 +15,10 @@ Batches are dicts of numpy arrays: `video` float32 (B, T, H, W, 1), `ef` float32
 int32 (B, K), `mask` bool (B,) (False on padding), `index` int64 (B,) (the
 example's index in the split, −1 on padding) and `clip_start` int64 (B,).
 
-Training: each host (shard_index of shard_count) reads a disjoint slice of the
-split, reshuffled every epoch; clip start and augmentation come from a
+Training: one shuffled order of the split per epoch, the same on every host; host
+shard_index of shard_count reads only its block of rows of every global batch
+(batch_size per host × shard_count), so the hosts' batches together are the one-host
+batch; clip start and augmentation come from a
 generator seeded by (seed, epoch, index), so batches are identical for any
 worker_count. Evaluation: one pass in index order; 'center' gives one clip per
 video, 'all' one item per (video, clip start) with starts 0, stride, 2·stride…
@@ -65,7 +67,8 @@ class PipelineConfig:
     seed: shuffling and per-example RNG.
     worker_count: grain worker processes (0: in-process); worker_buffer_size;
       read_threads and prefetch: threads and buffered batches per process.
-    shard_index, shard_count: this host's slice (jax.process_index/count()).
+    shard_index, shard_count: this host (jax.process_index/count()); in training it
+      reads its block of batch_size rows of every global batch.
   """
   frames: int = 16
   period: int = 1
@@ -196,6 +199,27 @@ def fit_normalization(source: Sequence[Mapping[str, Any]], *, num_videos: int = 
     count += v.size
   mean = total / count
   return float(mean), float(math.sqrt(max(total_sq / count - mean * mean, 0.0)))
+
+
+class _Pick(grain.transforms.Map):
+  """k -> element `position(k)` of a random-access dataset."""
+
+  def __init__(self, order: grain.MapDataset, rows: int, index: int, count: int):
+    self._order, self._rows, self._index, self._count = order, rows, index, count
+
+  def map(self, k: int):
+    b = self._rows
+    return self._order[(k // b) * b * self._count + self._index * b + k % b]
+
+
+def host_rows(order: grain.MapDataset, rows: int, index: int, count: int) -> grain.MapDataset:
+  """The elements of `order` that host `index` of `count` contributes when batches of
+  rows·count elements are cut from `order` and each host takes `rows` consecutive rows
+  of every batch (block `index`): `training.sharding.global_batch` then reassembles
+  exactly the batch a one-host run takes, so losses do not depend on the host count.
+  Only whole global batches are taken (a finite `order`'s last partial one is dropped)."""
+  length = len(order) // (rows * count) * rows
+  return grain.MapDataset.range(length).map(_Pick(order, rows, index, count))
 
 
 class _WithEpoch(grain.transforms.MapWithIndex):
@@ -349,12 +373,10 @@ def _make_dataset(source, cfg, *, train, preprocessor, num_epochs, num_frames, s
   if train:
     if num_epochs is not None and num_epochs <= 0:
       raise ValueError(f"make_dataset: num_epochs must be positive or None, got {num_epochs}")
-    ds = grain.MapDataset.range(n)[cfg.shard_index::cfg.shard_count]
-    epoch_length = len(ds)
-    if epoch_length == 0:
-      raise ValueError(f"make_dataset: shard {cfg.shard_index} of {cfg.shard_count} is empty "
-                       f"({n} examples)")
-    ds = ds.shuffle(seed=cfg.seed).repeat(num_epochs).map_with_index(_WithEpoch(epoch_length))
+    ds = grain.MapDataset.range(n).shuffle(seed=cfg.seed).repeat(num_epochs)
+    ds = ds.map_with_index(_WithEpoch(n))
+    if cfg.shard_count > 1:     # This host's block of rows of every global batch.
+      ds = host_rows(ds, cfg.batch_size, cfg.shard_index, cfg.shard_count)
     ds = ds.map(load).batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
     if start_batch:
       ds = ds[start_batch:]

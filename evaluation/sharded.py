@@ -42,3 +42,15 @@ def shard_cases(batch: dict, mesh) -> dict:
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
   return jax.tree.map(one, batch)
+
+
+def host_block(rows: np.ndarray) -> np.ndarray:
+  """This process's block of a global batch's rows (process p of h: rows p·B/h …
+  (p+1)·B/h − 1), what `training.sharding.global_batch` expects from it; one process:
+  all of them. B must be divisible by the process count."""
+  h, p = jax.process_count(), jax.process_index()
+  if len(rows) % h:
+    raise ValueError(f"a global batch of {len(rows)} rows is not divisible by the {h} "
+                     "processes (config.data.batch_size)")
+  b = len(rows) // h
+  return rows[p * b:(p + 1) * b]

@@ -258,6 +258,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logs.quiet_libraries()
+  from training import sharding  # pylint: disable=g-import-not-at-top
+  sharding.maybe_initialize_distributed()   # Before any other JAX call (multi-process runs).
   f = flags.FLAGS
   summary = predict(f.workdir, f.out, videos=f.videos, attributes=f.attributes,
                     data_root=f.data_root, splits=f.splits, samples_out=f.samples_out,

@@ -59,6 +59,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logs.quiet_libraries()
+  from training import sharding  # pylint: disable=g-import-not-at-top
+  sharding.maybe_initialize_distributed()   # Before any other JAX call (multi-process runs).
   f = flags.FLAGS
   workdir = f.workdir or train_launch.default_workdir(f["config"].config_filename)
   study = run_study(f.config, workdir, f.split, f.samplers, f.ks)

@@ -32,6 +32,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logs.quiet_libraries()
+  from training import sharding  # pylint: disable=g-import-not-at-top
+  sharding.maybe_initialize_distributed()   # Before any other JAX call (multi-process runs).
   from training import loop  # Imported after flag parsing (JAX reads XLA_FLAGS on import).
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("workdir: %s", os.path.abspath(workdir))

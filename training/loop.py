@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -125,10 +126,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns the final evaluation metrics (also written to WORKDIR/metrics.json).
   """
   workdir = os.path.abspath(workdir)
-  # Checkpoints go to WORKDIR (orbax coordinates the hosts); metrics and plots of
-  # hosts other than the first go to WORKDIR/process_<i> so no two write one file.
-  out_dir = (workdir if jax.process_index() == 0
-             else os.path.join(workdir, f"process_{jax.process_index()}"))
+  # Checkpoints go to WORKDIR, written by all processes together (orbax); metrics,
+  # plots and predictions by process 0 only: the others write theirs (the same
+  # numbers, every process evaluates the same global arrays) into a scratch folder.
+  scratch = None
+  if jax.process_index() == 0:
+    out_dir = workdir
+  else:
+    scratch = tempfile.TemporaryDirectory(prefix=f"process_{jax.process_index()}_")
+    out_dir = scratch.name
   os.makedirs(out_dir, exist_ok=True)
   writers.write_json(os.path.join(out_dir, "config.json"), config.to_dict())
   mesh = sharding_lib.make_mesh()
@@ -207,4 +213,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   final["checkpoint"] = used
   final["step"] = int(config.num_steps)
   writers.write_json(os.path.join(out_dir, "metrics.json"), final)
+  if scratch is not None:
+    scratch.cleanup()
   return final

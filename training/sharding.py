@@ -10,12 +10,13 @@ device count (ZeRO-3 / FSDP style: XLA gathers them where used). The same code r
 on 1 CPU, 8 faked CPU devices (`XLA_FLAGS=--xla_force_host_platform_device_count=8`),
 one GPU and many hosts.
 
-Multi-host: `maybe_initialize_distributed` calls `jax.distributed.initialize()` when
-`--coordinator_address` (and process flags) or the cluster environment (SLURM,
-Open MPI, Cloud TPU: jax auto-detects them when `JAX_DISTRIBUTED=auto`) say so; each
-host's loader reads `shard_index = jax.process_index()` of `jax.process_count()`
-(`cardiac_data.pipeline.PipelineConfig`), and `global_batch` assembles the
-host-local batches into one global array.
+Multi-process: the launchers call `maybe_initialize_distributed` first; it starts
+`jax.distributed` when the environment asks (JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+JAX_PROCESS_ID, a SLURM job of several tasks, a multi-host TPU slice, JAX_DISTRIBUTED=auto).
+Each process's loader yields its block of rows of every global batch (process p of h: rows
+p·B/h … (p+1)·B/h − 1, the rows a one-process run would put there), and `global_batch`
+assembles the blocks into one global array, so a run's batches and losses do not depend
+on the number of processes.
 """
 from __future__ import annotations
 
@@ -30,30 +31,52 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 DATA = "data"
 
 
+def cluster_kind(env=None) -> str | None:
+  """'explicit' (JAX_COORDINATOR_ADDRESS set), 'slurm' (a SLURM job of several tasks),
+  'tpu' (a multi-host Cloud TPU slice), 'auto' (JAX_DISTRIBUTED=auto: jax detects the
+  cluster, Open MPI included) or None (one process)."""
+  env = os.environ if env is None else env
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    return "explicit"
+  if env.get("JAX_DISTRIBUTED", "").lower() == "auto":
+    return "auto"
+  if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
+    return "slurm"
+  if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]) > 1:
+    return "tpu"
+  return None
+
+
 def maybe_initialize_distributed(coordinator_address: str | None = None,
                                  num_processes: int | None = None,
                                  process_id: int | None = None) -> bool:
-  """Starts JAX's distributed runtime for a multi-host run, before any device use.
+  """Starts JAX's distributed runtime for a multi-process run; call it before any other
+  JAX call (the launchers do, first thing). Returns True when initialised.
 
   Explicit arguments win; otherwise `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
-  `JAX_PROCESS_ID`; `JAX_DISTRIBUTED=auto` lets jax detect SLURM / MPI / TPU pods.
-  Returns True when initialised; single-host runs need nothing.
+  `JAX_PROCESS_ID`; otherwise jax's own detection on a SLURM job of several tasks
+  (srun), a multi-host Cloud TPU slice, or wherever `JAX_DISTRIBUTED=auto` says (Open
+  MPI). One process (none of these) needs nothing. CPU processes exchange collectives
+  through gloo (set here; GPUs and TPUs use their own).
   """
   env = os.environ
-  address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
-  if address:
+  kind = "explicit" if coordinator_address else cluster_kind(env)
+  if kind is None:
+    return False
+  if jax.distributed.is_initialized():    # A second launcher in one process.
+    return True
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if kind == "explicit":
+    address = coordinator_address or env["JAX_COORDINATOR_ADDRESS"]
     num = num_processes if num_processes is not None else env.get("JAX_NUM_PROCESSES")
     pid = process_id if process_id is not None else env.get("JAX_PROCESS_ID")
     if num is None or pid is None:
-      raise ValueError("multi-host run: a coordinator address needs the number of processes "
-                       "and this process's id (--num_processes/--process_id or "
-                       "JAX_NUM_PROCESSES/JAX_PROCESS_ID)")
+      raise ValueError("multi-process run: JAX_COORDINATOR_ADDRESS needs JAX_NUM_PROCESSES "
+                       "and JAX_PROCESS_ID (this process's id, 0 … N−1)")
     jax.distributed.initialize(address, int(num), int(pid))
-  elif env.get("JAX_DISTRIBUTED", "").lower() == "auto":
-    jax.distributed.initialize()
   else:
-    return False
-  logging.info("distributed: process %d of %d, %d local / %d global devices",
+    jax.distributed.initialize()
+  logging.info("distributed (%s): process %d of %d, %d local / %d global devices", kind,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count())
   return True
