@@ -39,7 +39,8 @@ def get_config(arg: str | None = None):
       reg_widths=(8, 16), latent=8, normalize_latent=True,
       eps_widths=(32, 64), step_dim=64,
       decoder_widths=(16, 8),        # D_η: latent 8² → 32², then bilinear to the DENSE grid.
-      baseline_widths=(8, 16), baseline_pool=2))   # Regression UNet at 24², output at 48².
+      baseline_widths=(8, 16), baseline_pool=2,    # Regression UNet at 24², output at 48².
+      dtype="float32"))              # Networks' computation dtype (params stay float32).
   # T = 100 with β ∈ [1.5e-4, 3e-2] keeps ᾱ_T ≈ 0.22 as the published T = 500,
   # β ∈ [3e-5, 6e-3]: the chain starts from a noised registration latent (Alg. 1).
   c.diffusion = ml_collections.ConfigDict(dict(
@@ -107,6 +108,7 @@ def get_config(arg: str | None = None):
     c.model.decoder_widths = (64, 32)
     c.model.baseline_widths = (16, 32, 64, 128)
     c.model.baseline_pool = 1
+    c.model.dtype = "bfloat16"                   # Accelerators: bf16 convs, f32 losses/EPDiff.
     c.diffusion.num_steps = 500
     c.diffusion.beta_start = 3e-5
     c.diffusion.beta_end = 6e-3

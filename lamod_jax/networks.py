@@ -10,10 +10,15 @@ MotionDecoder    D_η: z → Lagrangian displacement (B, T, H_d, W_d, 2) on the 
                  (upsampling by 2 per level, then a resize to the DENSE grid).
 RegressionUNet   the direct mask → displacement baseline (StrainNet-like 3-D UNet).
 LaMoD            holds the five parts (the registration-only displacement needs no net).
+
+`dtype` is the computation dtype of every layer (float32, or bfloat16 on accelerators);
+parameters stay float32 (Flax's `param_dtype`), GroupNorm/LayerNorm statistics are
+reduced in float32, and `LaMoD`'s methods cast what leaves a network back to float32, so
+losses, EPDiff shooting, strain and metrics run in float32.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,6 +36,7 @@ class Conv(nn.Module):
   features: int
   kt: int = 3
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -40,7 +46,7 @@ class Conv(nn.Module):
       x = jnp.concatenate([p[:, :-2], p[:, 1:-1], p[:, 2:]], axis=-1)
     elif self.kt != 1:
       raise ValueError(f"Conv: temporal kernel must be 1 or 3, got {self.kt}")
-    y = nn.Conv(self.features, (3, 3), kernel_init=self.kernel_init)(
+    y = nn.Conv(self.features, (3, 3), kernel_init=self.kernel_init, dtype=self.dtype)(
         x.reshape(b * t, h, w, x.shape[-1]))
     return y.reshape(b, t, h, w, self.features)
 
@@ -58,17 +64,19 @@ class Block(nn.Module):
   residual path and an optional additive step embedding (one temporal conv per block
   keeps the CPU cost down; stacked blocks still mix time)."""
   features: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, emb=None):
-    h = Conv(self.features)(x)
-    h = nn.silu(nn.GroupNorm(num_groups=_groups(self.features))(h))
+    dt = self.dtype
+    h = Conv(self.features, dtype=dt)(x)
+    h = nn.silu(nn.GroupNorm(num_groups=_groups(self.features), dtype=dt)(h))
     if emb is not None:
-      h = h + nn.Dense(self.features)(emb)[:, None, None, None, :]
-    h = Conv(self.features, kt=1)(h)
-    h = nn.silu(nn.GroupNorm(num_groups=_groups(self.features))(h))
-    skip = x if x.shape[-1] == self.features else nn.Conv(self.features, (1, 1, 1))(x)
-    return h + skip
+      h = h + nn.Dense(self.features, dtype=dt)(emb)[:, None, None, None, :]
+    h = Conv(self.features, kt=1, dtype=dt)(h)
+    h = nn.silu(nn.GroupNorm(num_groups=_groups(self.features), dtype=dt)(h))
+    skip = x if x.shape[-1] == self.features else nn.Conv(self.features, (1, 1, 1), dtype=dt)(x)
+    return h + skip.astype(h.dtype)
 
 
 def _pool(x):
@@ -88,14 +96,16 @@ class Encoder(nn.Module):
   widths: Sequence[int]
   latent: int
   normalize: bool = True
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
+    x = x.astype(self.dtype)
     for w in self.widths:
-      x = _pool(Block(w)(x))
-    z = nn.Conv(self.latent, (1, 1, 1))(x)
+      x = _pool(Block(w, dtype=self.dtype)(x))
+    z = nn.Conv(self.latent, (1, 1, 1), dtype=self.dtype)(x)
     if self.normalize:
-      z = nn.LayerNorm(use_bias=False, use_scale=False)(z)
+      z = nn.LayerNorm(use_bias=False, use_scale=False, dtype=self.dtype)(z)
     return z
 
 
@@ -106,13 +116,14 @@ class Decoder(nn.Module):
   widths: Sequence[int]
   out_channels: int
   out_size: tuple[int, int] | None = None
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z):
-    x = Conv(self.widths[0])(z)
+    x = Conv(self.widths[0], dtype=self.dtype)(z.astype(self.dtype))
     for w in self.widths:
-      x = Block(w)(_up(x))
-    x = Conv(self.out_channels, kernel_init=nn.initializers.zeros)(x)
+      x = Block(w, dtype=self.dtype)(_up(x))
+    x = Conv(self.out_channels, kernel_init=nn.initializers.zeros, dtype=self.dtype)(x)
     if self.out_size is not None and tuple(x.shape[2:4]) != tuple(self.out_size):
       x = _up(x, self.out_size)
     return x
@@ -125,27 +136,30 @@ class UNet(nn.Module):
   out_channels: int
   step_dim: int = 0
   in_pool: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, t=None):
+    dt = self.dtype
     size = x.shape[2:4]
+    x = x.astype(dt)
     if self.in_pool > 1:
       x = nn.avg_pool(x, (1, self.in_pool, self.in_pool), strides=(1, self.in_pool, self.in_pool))
     emb = None
     if self.step_dim:
-      emb = nn.Dense(self.step_dim)(step_embedding(t, self.step_dim))
-      emb = nn.Dense(self.step_dim)(nn.silu(emb))
-    x = Conv(self.widths[0])(x)
+      emb = nn.Dense(self.step_dim, dtype=dt)(step_embedding(t, self.step_dim))
+      emb = nn.Dense(self.step_dim, dtype=dt)(nn.silu(emb))
+    x = Conv(self.widths[0], dtype=dt)(x)
     skips = []
     for i, w in enumerate(self.widths):
-      x = Block(w)(x, emb)
+      x = Block(w, dtype=dt)(x, emb)
       skips.append(x)
       if i < len(self.widths) - 1:
         x = _pool(x)
     for w, s in zip(reversed(self.widths[:-1]), reversed(skips[:-1])):
       x = _up(x, s.shape[2:4])
-      x = Block(w)(jnp.concatenate([x, s], axis=-1), emb)
-    x = Conv(self.out_channels, kernel_init=nn.initializers.zeros)(x)
+      x = Block(w, dtype=dt)(jnp.concatenate([x, s], axis=-1), emb)
+    x = Conv(self.out_channels, kernel_init=nn.initializers.zeros, dtype=dt)(x)
     return _up(x, size) if self.in_pool > 1 else x
 
 
@@ -153,7 +167,8 @@ class LaMoD(nn.Module):
   """The registration net (E_R, D_R), ε_θ, D_η and the regression baseline.
 
   Inputs: `pairs` (B, T, H_r, W_r, 2) = (I⁰, I^τ) on the registration grid; `dense_pairs`
-  (B, T, H_d, W_d, 2) the same on the DENSE grid (baseline only).
+  (B, T, H_d, W_d, 2) the same on the DENSE grid (baseline only). `dtype`: computation
+  dtype of all five networks; every method returns float32.
   """
   reg_widths: Sequence[int]
   latent: int
@@ -164,28 +179,30 @@ class LaMoD(nn.Module):
   dense_size: tuple[int, int]
   normalize_latent: bool = True
   baseline_pool: int = 1
+  dtype: Any = jnp.float32
 
   def setup(self):
-    self.reg_encoder = Encoder(self.reg_widths, self.latent, self.normalize_latent)
-    self.reg_decoder = Decoder(tuple(reversed(self.reg_widths)), 2)
-    self.eps_net = UNet(self.eps_widths, self.latent, self.step_dim)
-    self.motion_decoder = Decoder(self.decoder_widths, 2, tuple(self.dense_size))
-    self.baseline = UNet(self.baseline_widths, 2, in_pool=self.baseline_pool)
+    dt = self.dtype
+    self.reg_encoder = Encoder(self.reg_widths, self.latent, self.normalize_latent, dtype=dt)
+    self.reg_decoder = Decoder(tuple(reversed(self.reg_widths)), 2, dtype=dt)
+    self.eps_net = UNet(self.eps_widths, self.latent, self.step_dim, dtype=dt)
+    self.motion_decoder = Decoder(self.decoder_widths, 2, tuple(self.dense_size), dtype=dt)
+    self.baseline = UNet(self.baseline_widths, 2, in_pool=self.baseline_pool, dtype=dt)
 
   def encode(self, pairs):
-    return self.reg_encoder(pairs)
+    return self.reg_encoder(pairs).astype(jnp.float32)
 
   def velocity(self, z):
-    return self.reg_decoder(z)
+    return self.reg_decoder(z).astype(jnp.float32)
 
   def eps(self, z_t, t):
-    return self.eps_net(z_t, t)
+    return self.eps_net(z_t, t).astype(jnp.float32)
 
   def motion(self, z):
-    return self.motion_decoder(z)
+    return self.motion_decoder(z).astype(jnp.float32)
 
   def regress(self, dense_pairs):
-    return self.baseline(dense_pairs)
+    return self.baseline(dense_pairs).astype(jnp.float32)
 
   def __call__(self, pairs, dense_pairs):
     """Touches every part (for init): returns (v0, ε̂, u, u_baseline)."""

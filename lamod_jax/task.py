@@ -16,7 +16,15 @@ z = E_R(pairs) frozen, l_motion = Σ mask‖Δu‖² / Σ mask. ẑ0 is `diffusi
 'x0' = (z^(m) − √(1−ᾱ_m)ε̂)/√ᾱ_m from the one ε_θ call (gradients reach ε_θ), or
 'paper_code' = the published shortcut: the reverse chain from M−1 reusing that one ε̂.
 Inference (Alg. 1): z^(M) = √ᾱ_M z + √(1−ᾱ_M)K(ε), reverse chain with `sampling.sampler`
-('ddim', 'ddpm' or 'paper_code'), Φ̂ = D_η(ẑ0), K samples averaged.
+('ddim', 'ddpm' or 'paper_code'), Φ̂ = D_η(ẑ0), K samples averaged. Every noise draw of a
+case comes from fold_in(key, case index in the split) (`per_case_noise`), so a case's
+prediction does not depend on the other cases of its batch, on eval_batch_size, or on
+how the cases are split over the devices: `predict` pads each evaluation batch to a
+multiple of the mesh size and splits its cases over the mesh (evaluation.sharded).
+
+config.model.dtype: computation dtype of the networks ('float32', or 'bfloat16' on
+accelerators); parameters, gradients and optimiser state stay float32, and losses,
+EPDiff shooting, strain and metrics run in float32 (lamod_jax.networks).
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ from diffusion import losses as diffusion_losses
 from diffusion import noise as noise_lib
 from diffusion import samplers
 from diffusion import schedule as schedule_lib
+from evaluation import sharded
 from lamod_jax import epdiff
 from lamod_jax import networks
 from lamod_jax import phases
@@ -44,6 +53,7 @@ from lamod_jax import strain
 from lamod_jax.metric import Metric
 
 METHODS = ("lamod", "registration", "regression")
+DTYPES = ("float32", "bfloat16")
 TRAINING_MODES = ("x0", "paper_code")
 SAMPLERS = ("ddim", "ddpm", "paper_code")
 
@@ -94,12 +104,25 @@ def load_split(root, split: str, frames: int, reg_size: int, rv: dict) -> dict:
 
 
 def fast_key(key):
-  """An 'rbg' key seeded from a (threefry) key: parameter init and noise draws of this
-  task use it because XLA:CPU compiles threefry for these shapes several times slower
-  (30 s vs 9 s of CPU for the smoke model's init); deterministic in the loop's key."""
+  """An 'rbg' key seeded from a (threefry) key: parameter init and training noise draws
+  of this task use it because XLA:CPU compiles threefry for these shapes several times
+  slower (30 s vs 9 s of CPU for the smoke model's init); deterministic in the loop's
+  key. Not for per-case draws: `vmap` of an rbg draw over keys uses the first key
+  only (jax's rng_bit_generator batching rule), so evaluation noise stays threefry."""
   data = jax.random.key_data(key).reshape(-1)[:2]
   return jax.random.wrap_key_data(jnp.concatenate([data, data ^ jnp.uint32(0x9E3779B9)]),
                                   impl="rbg")
+
+
+def per_case_noise(noise_fn, case_ids):
+  """A noise_fn drawing element b of a (B, ...) state as noise_fn(fold_in(key,
+  case_ids[b]), shape[1:]): a case's noise does not depend on the rest of its batch
+  (`noise_fn` acts on one case: LaMoD's smoothing axes exclude the batch axis). Needs a
+  threefry key (see `fast_key`)."""
+  def noise(key, shape, dtype=jnp.float32):
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(case_ids)
+    return jax.vmap(lambda k: noise_fn(k, shape[1:], dtype))(keys)
+  return noise
 
 
 def pairs(seq):
@@ -124,9 +147,9 @@ class LaMoDTask:
 
   def __init__(self, config, workdir: str, *, mesh=None, make_optimizer=None):
     """`make_optimizer(optim_cfg, num_steps)`: the loop's optimiser factory
-    (`training.optim.make_optimizer`), used for both phases. `mesh` is unused (LaMoD
-    evaluates on one device)."""
-    del mesh
+    (`training.optim.make_optimizer`), used for both phases. `mesh`: the devices whose
+    first axis the cases of an evaluation batch are split over (None: one device)."""
+    self.mesh = mesh
     self.make_optimizer = make_optimizer
     self.config = config
     self.workdir = workdir
@@ -138,11 +161,14 @@ class LaMoDTask:
     for s, arr in self.data.items():
       logging.info("LaMoD %s: %d samples, %d frames", s, len(arr["ids"]), d.frames)
     self.dense_size = tuple(self.data["train"]["masks"].shape[-2:])
+    if m.dtype not in DTYPES:
+      raise ValueError(f"config.model.dtype: {m.dtype!r} is not one of {DTYPES}")
     self.model = networks.LaMoD(
         reg_widths=tuple(m.reg_widths), latent=m.latent, eps_widths=tuple(m.eps_widths),
         step_dim=m.step_dim, decoder_widths=tuple(m.decoder_widths),
         baseline_widths=tuple(m.baseline_widths), dense_size=self.dense_size,
-        normalize_latent=m.normalize_latent, baseline_pool=m.baseline_pool)
+        normalize_latent=m.normalize_latent, baseline_pool=m.baseline_pool,
+        dtype=jnp.dtype(m.dtype))
     r = config.registration
     self.reg_cfg = registration_lib.RegistrationConfig(
         metric=Metric(alpha=r.alpha, gamma=r.gamma, s=r.s), sigma=r.sigma, n_steps=r.n_steps,
@@ -160,7 +186,7 @@ class LaMoDTask:
     if not 0 <= self.pretrain_steps < config.num_steps:
       raise ValueError(f"config.pretrain.steps must be in [0, num_steps={config.num_steps}), "
                        f"got {self.pretrain_steps}")
-    self._eval_fn = jax.jit(self._predict_batch, static_argnames=("num_samples",))
+    self._eval_fns = {}
     self._true_ecc = {}
     self._segmental = jax.jit(jax.vmap(strain.segmental_ecc))
 
@@ -195,13 +221,26 @@ class LaMoDTask:
     while True:
       step += 1
       rng = np.random.default_rng([self.config.seed, step])
-      idx = rng.choice(n, size=bs, replace=n < bs)
-      yield self._batch("train", idx, phase=int(step > self.pretrain_steps))
+      idx = rng.choice(n, size=bs, replace=n < bs)       # the global batch
+      yield self._batch("train", sharded.host_block(idx), phase=int(step > self.pretrain_steps))
 
   def registration(self, params, reg_seq):
     """(z, v0 (B, F−1, 2, r, r)) of E_R and D_R for mask sequences (B, F, r, r)."""
     z = self.model.apply(params, pairs(reg_seq), method=networks.LaMoD.encode)
     return z, _channels_first(self.model.apply(params, z, method=networks.LaMoD.velocity))
+
+  def registration_terms_per_device(self, params, reg_seq):
+    """`registration_terms` of a global batch; on several devices a `shard_map` over the
+    mesh's first axis, each device on its rows (GSPMD partitioning of the EPDiff FFTs
+    hits an XLA:CPU layout RET_CHECK in fft_thunk; the per-row terms are independent, so
+    the result is the same). Gradients to the replicated params are summed over the
+    devices by shard_map's transpose."""
+    if self._devices() == 1:
+      return self.registration_terms(params, reg_seq)
+    cases = sharded.case_sharding(self.mesh).spec
+    rep = sharded.replicated(self.mesh).spec
+    return jax.shard_map(self.registration_terms, mesh=self.mesh, in_specs=(rep, cases),
+                         out_specs=cases)(params, reg_seq)
 
   def registration_terms(self, params, reg_seq):
     """Per pair ½⟨Lv0, v0⟩ and 1/(2σ²)‖I⁰∘φ₁⁻¹ − I^τ‖², each (B, F−1)."""
@@ -215,7 +254,7 @@ class LaMoDTask:
     metrics = dict(reg_regularity=zero, reg_data=zero, diffusion_loss=zero, motion_loss=zero,
                    regression_loss=zero)
     if "disp" not in batch:   # Phase 1: registration pre-training (Eq. 1 per pair).
-      reg, data = self.registration_terms(params, batch["reg"])
+      reg, data = self.registration_terms_per_device(params, batch["reg"])
       npix = batch["reg"].shape[-1] * batch["reg"].shape[-2]
       metrics.update(reg_regularity=jnp.mean(reg) / npix, reg_data=jnp.mean(data) / npix)
       return metrics["reg_regularity"] + metrics["reg_data"], metrics
@@ -248,50 +287,91 @@ class LaMoDTask:
     s = int(self.config.sampling.start_step)
     return self.schedule.num_steps - 1 if s < 0 else s
 
-  def sample_latent(self, params, z, key):
-    """ẑ0 from the registration latent z (Alg. 1): noise to M, then the reverse chain."""
+  def sample_latent(self, params, z, key, case_ids=None):
+    """ẑ0 from the registration latent z (Alg. 1): noise to M, then the reverse chain.
+    `case_ids` (B,): each case's noise is keyed by its id (`per_case_noise`); None =
+    0..B−1."""
     s = self.config.sampling
     m = self.start_step()
+    if case_ids is None:
+      case_ids = jnp.arange(z.shape[0])
+    noise_fn = per_case_noise(self.noise_fn, jnp.asarray(case_ids, jnp.int32))
     k_noise, k_chain = jax.random.split(key)
     t = jnp.full((z.shape[0],), m)
-    z_m = diffusion_losses.q_sample(self.schedule, z, t,
-                                    self.noise_fn(k_noise, z.shape, z.dtype))
+    z_m = diffusion_losses.q_sample(self.schedule, z, t, noise_fn(k_noise, z.shape, z.dtype))
     eps_fn = lambda y, step: self.model.apply(  # noqa: E731
         params, y, jnp.broadcast_to(step, (y.shape[0],)), method=networks.LaMoD.eps)
     cfg = samplers.SamplerConfig(s.sampler, steps=min(s.steps, m + 1), eta=s.eta, t_start=m)
     out, _ = samplers.get_sampler(cfg)(eps_fn, self.schedule, k_chain, z.shape,
-                                       noise_fn=self.noise_fn, y_start=z_m)
+                                       noise_fn=noise_fn, y_start=z_m)
     return out
 
-  def _predict_batch(self, params, reg_seq, mask_seq, key, num_samples: int):
-    """Displacements (B, F−1, 2, H, W) on the DENSE grid: LaMoD, registration, regression."""
+  def predict_batch(self, params, reg_seq, mask_seq, case_ids, key, num_samples: int):
+    """Displacements (B, F−1, 2, H, W) on the DENSE grid: LaMoD, registration, regression;
+    `case_ids` (B,) key each case's noise. Pure and jit-able (`predict` jits it, with the
+    cases split over the mesh)."""
     z, v0 = self.registration(params, reg_seq)
     u_reg = jax.vmap(jax.vmap(lambda v: epdiff.displacement(registration_lib.end_maps(
         v, self.reg_cfg, want_phi=True)[1])))(v0)          # u = φ₁ − id, Lagrangian
     u_reg = to_dense_grid(u_reg, self.dense_size)
 
     def one(k):
-      zh = self.sample_latent(params, z, k)
+      zh = self.sample_latent(params, z, k, case_ids)
       return _channels_first(self.model.apply(params, zh, method=networks.LaMoD.motion))
 
-    keys = [jax.random.fold_in(fast_key(key), k) for k in range(num_samples)]
+    keys = [jax.random.fold_in(key, k) for k in range(num_samples)]   # threefry: per case
     u_lamod = sum(one(k) for k in keys) / num_samples
     u_b = _channels_first(self.model.apply(params, pairs(mask_seq),
                                            method=networks.LaMoD.regress))
     return {"lamod": u_lamod, "registration": u_reg, "regression": u_b}
 
+  def _devices(self) -> int:
+    """Devices an evaluation batch's cases are split over (the mesh's first axis)."""
+    return 1 if self.mesh is None else int(self.mesh.shape[self.mesh.axis_names[0]])
+
+  def predict_fn(self, num_samples: int):
+    """jit of `predict_batch`; on several devices a `shard_map` over the mesh's first
+    axis: each device runs it on its block of cases (the one-device program: GSPMD
+    partitioning of the EPDiff FFTs hits an XLA:CPU layout RET_CHECK in fft_thunk),
+    the outputs gathered to every device (readable on every process)."""
+    if num_samples not in self._eval_fns:
+      fn = functools.partial(self.predict_batch, num_samples=num_samples)
+      if self._devices() == 1:
+        self._eval_fns[num_samples] = jax.jit(fn)
+      else:
+        cases = sharded.case_sharding(self.mesh).spec
+        rep_spec = sharded.replicated(self.mesh).spec
+        body = jax.shard_map(fn, mesh=self.mesh,
+                             in_specs=(rep_spec, cases, cases, cases, rep_spec),
+                             out_specs=cases)
+        self._eval_fns[num_samples] = jax.jit(body,
+                                              out_shardings=sharded.replicated(self.mesh))
+    return self._eval_fns[num_samples]
+
   def predict(self, params, split: str, rng, num_samples: int | None = None) -> dict:
-    """Per method, displacements (N, F−1, 2, H, W) for `split` (numpy)."""
+    """Per method, displacements (N, F−1, 2, H, W) for `split` (numpy).
+
+    Each batch of config.data.eval_batch_size cases is padded (repeating its last case)
+    to a multiple of the mesh's device count, its cases split over the mesh, and the
+    padding dropped; noise is keyed by (rng, case index in the split), so the result is
+    the one-device result whatever the device count and batch size."""
     arr = self.data[split]
     k = int(num_samples or self.config.sampling.num_samples)
     bs = self.config.data.eval_batch_size
+    n_dev = self._devices()
+    if n_dev > 1:
+      params = jax.device_put(params, sharded.replicated(self.mesh))
     outs = {m: [] for m in METHODS}
     for i in range(0, len(arr["ids"]), bs):
       sl = slice(i, i + bs)
-      res = self._eval_fn(params, arr["reg"][sl], arr["masks"][sl],
-                          jax.random.fold_in(rng, i), num_samples=k)
+      batch = {"reg": arr["reg"][sl], "masks": arr["masks"][sl],
+               "case_ids": np.arange(i, min(i + bs, len(arr["ids"])), dtype=np.int32)}
+      batch, b = sharded.pad_to_multiple(batch, n_dev)
+      if n_dev > 1:
+        batch = sharded.shard_cases(batch, self.mesh)
+      res = self.predict_fn(k)(params, batch["reg"], batch["masks"], batch["case_ids"], rng)
       for m in METHODS:
-        outs[m].append(np.asarray(res[m]))
+        outs[m].append(np.asarray(res[m])[:b])
     return {m: np.concatenate(v) for m, v in outs.items()}
 
   def true_ecc(self, split: str) -> np.ndarray:
