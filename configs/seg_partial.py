@@ -22,7 +22,10 @@ Variants (comma-separated): one scenario, at most one architecture, one loss and
   size      '' (CPU: 300 patients per domain, 64×64 images, U-Net width 1/8,
             depth 3, 1200 steps; one run ≈ 3.5 min on 2 cores), 'smoke' (32×32,
             seconds), 'full' (256×256, width 1, depth 4, the paper's size, for
-            accelerators).
+            accelerators; computes in bfloat16).
+  config.model.dtype: the networks' computation dtype, 'float32' (default: CPU) or
+  'bfloat16' ('full'; parameters, gradients and optimiser state stay float32, logits
+  are cast to float32 for the losses; --config.model.dtype=float32 turns it off).
 `launch.train` and `launch.seg_summary` build every run from these variants alike; a
 bare --config.loss.name or --config.model.arch override changes that field only.
 """
@@ -79,9 +82,11 @@ def get_config(arg: str | None = None):
     c.data.withheld = {"unity": ("la",)}
     c.data.withheld_fraction = {}
 
-  # depth: U-Net levels; window, depths, heads: Swin-UNet's (embed 96·width).
+  # depth: U-Net levels; window, depths, heads: Swin-UNet's (embed 96·width); dtype: the
+  # computation dtype (segmentation.models.DTYPES; parameters stay float32).
   c.model = ml_collections.ConfigDict(dict(arch=arch, width=0.125, depth=3, window=8,
-                                           depths=(2, 2, 2, 2), heads=(3, 6, 12, 24)))
+                                           depths=(2, 2, 2, 2), heads=(3, 6, 12, 24),
+                                           dtype="float32"))
   # teacher_steps: training steps of the pseudo-label teacher ('pseudo'); 0 = the
   # student's num_steps.
   c.loss = ml_collections.ConfigDict(dict(
@@ -129,6 +134,7 @@ def get_config(arg: str | None = None):
     c.data.batch_size = 16
     c.model.width = 1.0
     c.model.depth = 4
+    c.model.dtype = "bfloat16"           # accelerators; as MCSDR's full variants
     c.optim.lr = 0.01
     c.num_steps = 20000
     c.eval_every = 1000

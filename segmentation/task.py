@@ -13,7 +13,9 @@ labels excluded; test: each domain's full set), overall and per domain
 checkpoint selector, §4.4). Final evaluation adds HD/HD95 (pixels × spacing, mm) and
 EF MAE (`segmentation.metrics.ef_from_masks`: single-plane discs, area–length, and
 biplane for patients with both views, each against the EF of the reference masks by
-the same function), and writes plots.
+the same function), and writes plots. Prediction (`segmentation.predict.Predictor`)
+splits each evaluation batch's images over the loop's device mesh; the networks compute
+in config.model.dtype (float32 or bfloat16; parameters float32, logits cast to float32).
 """
 from __future__ import annotations
 
@@ -28,14 +30,14 @@ import optax
 
 from cardiac_data import seg_scenario
 from cardiac_data import sources as sources_lib
+from evaluation import sharded
 from segmentation import data as data_lib
 from segmentation import labels as labels_lib
 from segmentation import losses
 from segmentation import metrics as metrics_lib
 from segmentation import models
 from segmentation import plots
-
-EVAL_BATCH = 32
+from segmentation import predict as predict_lib
 
 
 class SegmentationTask:
@@ -43,8 +45,9 @@ class SegmentationTask:
 
   def __init__(self, config, workdir: str, *, mesh=None, make_optimizer=None):
     """`make_optimizer(optim_cfg, num_steps)`: the loop's optimiser factory, for the
-    pseudo-label teacher. `mesh` is unused (evaluation runs on one device)."""
-    del mesh
+    pseudo-label teacher. `mesh`: the devices each evaluation batch's images are split
+    over (evaluation and the pseudo-label teacher's predictions; None: one device)."""
+    self.mesh = mesh
     self.make_optimizer = make_optimizer
     self.config = config
     d = config.data
@@ -74,7 +77,7 @@ class SegmentationTask:
     self.train_loss_cfg = (ml_collections.ConfigDict(dict(config.loss.to_dict(), name="cce"))
                            if config.loss.name == "pseudo" else config.loss)
     self.aug = {k: float(v) for k, v in config.augment.items() if k != "enabled"}
-    self._predict = jax.jit(lambda p, x: jnp.argmax(self.model.apply(p, x), axis=-1))
+    self.predictor = predict_lib.Predictor(self.model, mesh)
     self.pseudo_info = {}
     if config.loss.name == "pseudo":
       self._pseudo_label(config)
@@ -110,8 +113,9 @@ class SegmentationTask:
 
   def train_batches(self, start_step: int):
     step = start_step
-    while True:
-      yield self._batch(self.sampler.indices(step), self.train_labels, self.train_sets)
+    while True:      # This process's block of rows of the global batch.
+      yield self._batch(sharded.host_block(self.sampler.indices(step)), self.train_labels,
+                        self.train_sets)
       step += 1
 
   def _pseudo_label(self, config):
@@ -156,13 +160,9 @@ class SegmentationTask:
   # -- Evaluation ----------------------------------------------------------------
 
   def _predict_rows(self, params, rows):
-    """Argmax labels of the images `rows`, in batches padded to one shape (one compile)."""
-    out = []
-    for i in range(0, len(rows), EVAL_BATCH):
-      chunk = rows[i:i + EVAL_BATCH]
-      x = self.images[np.pad(chunk, (0, EVAL_BATCH - len(chunk)), mode="edge")]
-      out.append(np.asarray(self._predict(params, jnp.asarray(x)[..., None]))[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0,) + self.images.shape[1:], np.int64)
+    """Argmax labels of the images `rows`, in batches of one shape (one compile) whose
+    images are split over the mesh (`segmentation.predict.Predictor`)."""
+    return self.predictor(params, self.images, rows)
 
   def evaluate(self, params, rng, split, *, final, workdir):
     del rng

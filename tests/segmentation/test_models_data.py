@@ -17,7 +17,7 @@ from segmentation import models
 @pytest.mark.parametrize("arch", models.ARCHITECTURES)
 def test_models_output_logits_per_pixel(arch):
   cfg = ml_collections.ConfigDict(dict(arch=arch, width=0.0625, depth=2, window=4,
-                                       depths=(2, 2), heads=(1, 2)))
+                                       depths=(2, 2), heads=(1, 2), dtype="float32"))
   net = models.build_model(cfg)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 1))
   both = jnp.concatenate([x, x[::-1]])
