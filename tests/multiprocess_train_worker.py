@@ -7,9 +7,10 @@
 Trains the smoke variant of every task (`TASKS`) for `--steps` steps with the shared
 loop's pieces (`loop.init_state`, `loop.train_step_fn` jitted with the loop's shardings,
 each process's own rows through `sharding.global_batch`), and checkpoints the state
-with `training.checkpoint` (all processes together) into OUT/<task>. With
---resume_from, each task first restores DIR/<task>'s last checkpoint (written by
-another number of processes) and trains from its step. Process 0 writes
+with `training.checkpoint` (all processes together) into OUT/<task> at the end (and every --save_every steps, pausing --pause_after_save
+seconds after each, a window to kill the run in). With --resume_from, each task first
+restores DIR/<task>'s last checkpoint (written by another number of processes, or by a
+killed run) and trains from its step. Process 0 writes
 OUT/losses.json: {task: {step: loss}}. Evaluation is left out (it is the training
 loop's own test); what is checked is the multi-process training path.
 """
@@ -20,6 +21,7 @@ import functools
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,7 +49,8 @@ TASKS = {
 }
 
 
-def train(name: str, out: str, steps: int, resume_from: str | None) -> dict[int, float]:
+def train(name: str, out: str, steps: int, resume_from: str | None, save_every: int = 0,
+          pause_after_save: float = 0.0) -> dict[int, float]:
   config = TASKS[name]()
   config.data.batch_size = 8
   workdir = os.path.join(out, name)
@@ -64,13 +67,17 @@ def train(name: str, out: str, steps: int, resume_from: str | None) -> dict[int,
                     in_shardings=(state_sharding, sharding.data_sharding(mesh)),
                     out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
   batches = task.train_batches(start)
+  ckpts = checkpoint_lib.Checkpoints(workdir, keep=2)
   losses = {}
   for step in range(start + 1, steps + 1):
     state, metrics = step_fn(state, sharding.global_batch(next(batches), mesh))
     losses[step] = float(metrics["loss"])
+    if save_every and step % save_every == 0 and step < steps:
+      ckpts.save(step, state, {"config": config.to_dict()})
+      ckpts.last.wait_until_finished()
+      time.sleep(pause_after_save)     # A window for the test to kill this run.
   if hasattr(batches, "close"):
     batches.close()
-  ckpts = checkpoint_lib.Checkpoints(workdir, keep=2)
   ckpts.save(steps, state, {"config": config.to_dict()})
   ckpts.close()
   return losses
@@ -82,8 +89,11 @@ def main():
   parser.add_argument("--steps", type=int, default=2)
   parser.add_argument("--resume_from", default=None)
   parser.add_argument("--tasks", default=",".join(TASKS))
+  parser.add_argument("--save_every", type=int, default=0)
+  parser.add_argument("--pause_after_save", type=float, default=0.0)
   args = parser.parse_args()
-  losses = {name: train(name, args.out, args.steps, args.resume_from)
+  losses = {name: train(name, args.out, args.steps, args.resume_from, args.save_every,
+                        args.pause_after_save)
             for name in args.tasks.split(",")}
   if jax.process_index() == 0:
     with open(os.path.join(args.out, "losses.json"), "w") as f:

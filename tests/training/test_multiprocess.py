@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -26,9 +27,11 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_worker(processes: int, out, cache, *args) -> dict:
+def run_worker(processes: int, out, cache, *args, kill_when=None) -> dict | None:
   """Runs the worker as `processes` processes × (8 / processes) CPU devices; returns
-  process 0's losses.json. Raises with the processes' stderr tails on failure."""
+  process 0's losses.json. Raises with the processes' stderr tails on failure.
+  `kill_when`: a path; once it exists every process is killed (SIGKILL) and None is
+  returned."""
   out.mkdir(parents=True, exist_ok=True)
   base = dict(os.environ, JAX_PLATFORMS="cpu", CARDIAC_DATA_CACHE=str(cache),
               XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // processes}")
@@ -43,6 +46,16 @@ def run_worker(processes: int, out, cache, *args) -> dict:
       logs.append(log)
       procs.append(subprocess.Popen([sys.executable, WORKER, str(out), *args], env=env,
                                     cwd=str(tests.ROOT), stdout=log, stderr=subprocess.STDOUT))
+    if kill_when is not None:
+      deadline = time.monotonic() + TIMEOUT_S
+      while not kill_when.exists():
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+          raise AssertionError(f"{kill_when} never appeared (exit codes "
+                               f"{[p.poll() for p in procs]})")
+        time.sleep(0.5)
+      for p in procs:
+        p.kill()
+      return None
     codes = [p.wait(timeout=TIMEOUT_S) for p in procs]
   finally:
     for p in procs:
@@ -59,12 +72,24 @@ def run_worker(processes: int, out, cache, *args) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """(one, two): 2 steps of every task with 1 process × 8 devices and 2 × 4."""
+  """(root, cache, one, two): 2 steps of every task with 1 process × 8 devices and 2 × 4."""
   root = tmp_path_factory.mktemp("multiprocess")
   cache = root / "cache"
   one = run_worker(1, root / "one", cache, "--steps=2")    # also builds the data once
   two = run_worker(2, root / "two", cache, "--steps=2")
   return root, cache, one, two
+
+
+@pytest.fixture(scope="module")
+def step3(runs):
+  """Step 3 of MCSDR resumed from the 2-process checkpoint in 1 process, and from the
+  1-process checkpoint in 2 processes."""
+  root, cache, _, _ = runs
+  from_two = run_worker(1, root / "from_two", cache, "--steps=3", "--tasks=mcsdr",
+                        f"--resume_from={root / 'two'}")
+  from_one = run_worker(2, root / "from_one", cache, "--steps=3", "--tasks=mcsdr",
+                        f"--resume_from={root / 'one'}")
+  return from_two["losses"]["mcsdr"], from_one["losses"]["mcsdr"]
 
 
 @pytest.mark.slow
@@ -81,17 +106,29 @@ def test_two_processes_train_as_one(runs):
 
 
 @pytest.mark.slow
-def test_checkpoints_restore_across_process_counts(runs):
+def test_checkpoints_restore_across_process_counts(step3):
   """Step 3 from the 2-process checkpoint in 1 process equals step 3 from the 1-process
   checkpoint in 2 processes (each process count restores the other's sharded state)."""
-  root, cache, _, _ = runs
-  from_two = run_worker(1, root / "from_two", cache, "--steps=3", "--tasks=mcsdr",
-                        f"--resume_from={root / 'two'}")
-  from_one = run_worker(2, root / "from_one", cache, "--steps=3", "--tasks=mcsdr",
-                        f"--resume_from={root / 'one'}")
-  a, b = from_two["losses"]["mcsdr"], from_one["losses"]["mcsdr"]
+  a, b = step3
   assert list(a) == list(b) == ["3"]
   assert b["3"] == pytest.approx(a["3"], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes(runs, step3):
+  """Two processes are killed (SIGKILL) after their step-1 checkpoint; two new ones
+  resume from it and train steps 2 and 3, with the losses of the runs never killed."""
+  root, cache, one, _ = runs
+  killed = root / "killed"
+  marker = killed / "mcsdr" / "checkpoints" / "last" / "1"
+  assert run_worker(2, killed, cache, "--steps=3", "--tasks=mcsdr", "--save_every=1",
+                    "--pause_after_save=600", kill_when=marker) is None
+  assert not (killed / "losses.json").exists()
+  resumed = run_worker(2, root / "resumed", cache, "--steps=3", "--tasks=mcsdr",
+                       f"--resume_from={killed}")["losses"]["mcsdr"]
+  assert list(resumed) == ["2", "3"]
+  assert resumed["2"] == pytest.approx(one["losses"]["mcsdr"]["2"], rel=1e-5, abs=1e-6)
+  assert resumed["3"] == pytest.approx(step3[0]["3"], rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("env,kind", [
