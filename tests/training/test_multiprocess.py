@@ -33,8 +33,13 @@ def run_worker(processes: int, out, cache, *args, kill_when=None) -> dict | None
   `kill_when`: a path; once it exists every process is killed (SIGKILL) and None is
   returned."""
   out.mkdir(parents=True, exist_ok=True)
+  # One XLA compilation cache for the module's launches: a resumed run reuses the
+  # executables its process count compiled before (compilation dominates these runs).
   base = dict(os.environ, JAX_PLATFORMS="cpu", CARDIAC_DATA_CACHE=str(cache),
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // processes}")
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={8 // processes}",
+              JAX_COMPILATION_CACHE_DIR=str(cache / "xla"),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   if processes > 1:
     base.update(JAX_COORDINATOR_ADDRESS=f"localhost:{free_port()}",
                 JAX_NUM_PROCESSES=str(processes))
