@@ -77,22 +77,11 @@ def load_model(workdir: str) -> tuple[Any, dict, Any, dict]:
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     raise FileNotFoundError(f"--workdir={workdir}: no checkpoints/ (a training workdir) and "
                             f"no {import_weights.MODEL_FILE} (an imported model)")
-  with open(os.path.join(workdir, "config.json")) as f:
-    best_metric = json.load(f)["checkpoint"]["best_metric"] or None
-  ckpts = checkpoint_lib.Checkpoints(workdir, keep=1, best_metric=best_metric)
-  try:
-    which = "best" if ckpts.has_best() else "last"
-    step = (ckpts.best if which == "best" else ckpts.last).latest_step()
-    if step is None:
-      raise FileNotFoundError(f"--workdir={workdir}: its checkpoints/ is empty")
-    state, meta = ckpts.restore_arrays(which)
-  finally:
-    ckpts.close()
-  params = state["ema"] if "ema" in state else state["params"]
+  params, meta, used = checkpoint_lib.read_run(workdir)
   config = ml_collections.ConfigDict(meta.pop("config"))
   meta.pop("metrics", None)
-  logging.info("restored the %s checkpoint of %s (step %d)", which, workdir, step)
-  return config, meta, params, {"which": which, "step": int(step)}
+  logging.info("restored the %s checkpoint of %s (step %d)", used["which"], workdir, used["step"])
+  return config, meta, params, used
 
 
 def spread_scale(workdir: str, config, flag: str) -> float:

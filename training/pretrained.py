@@ -84,15 +84,9 @@ def read_source(source: str) -> tuple[dict[str, np.ndarray], dict]:
   if not os.path.isdir(os.path.join(source, "checkpoints")):
     raise FileNotFoundError(f"config.model.pretrained={source!r}: neither {CONVERTED} "
                             "(converted weights) nor checkpoints/ (a workdir) in it")
-  with open(os.path.join(source, "config.json")) as f:
-    best_metric = json.load(f)["checkpoint"]["best_metric"] or None
-  ckpts = checkpoint_lib.Checkpoints(source, keep=1, best_metric=best_metric)
-  try:
-    which = "best" if ckpts.has_best() else "last"
-    state, meta = ckpts.restore_arrays(which)
-  finally:
-    ckpts.close()
-  variables = jax.tree.map(np.asarray, state.get("ema", state["params"]))
+  params, meta, used = checkpoint_lib.read_run(source)
+  which = used["which"]
+  variables = jax.tree.map(np.asarray, params)
   paths = encoder_paths(variables)
   if "params" not in paths:
     raise ValueError(f"config.model.pretrained={source!r}: its {which} checkpoint has no "
