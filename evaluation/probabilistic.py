@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 from evaluation.regression import regression_metrics
 
@@ -107,6 +106,7 @@ def spearman(a, b) -> float:
     raise ValueError(f"spearman: shapes {a.shape} and {b.shape}")
   if a.size < 3 or np.isnan(a).any() or np.isnan(b).any() or np.ptp(a) == 0 or np.ptp(b) == 0:
     return float("nan")
+  from scipy import stats  # pylint: disable=g-import-not-at-top  (2 s to import; used here only)
   return float(stats.spearmanr(a, b).statistic)
 
 
