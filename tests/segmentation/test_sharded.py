@@ -52,7 +52,8 @@ def test_each_device_holds_and_computes_its_images_only(worker):
   f = worker["flops"]
   # The per-device program does 1/8 of the one-device batch's work (no replicated compute).
   assert f["eight_per_device"] == pytest.approx(f["one"] / 8, rel=0.02)
-  assert worker["logits_max_diff"] <= 1e-6
+  # Rounding only: XLA:CPU may block a 4-image convolution unlike a 32-image one.
+  assert worker["logits_max_diff"] <= 1e-5 * worker["logits_max_abs"]
 
 
 @pytest.mark.slow
