@@ -31,6 +31,7 @@ meta.json (EF standardisation mean 0 / SD 1: the network outputs EF in percent).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from typing import Any, Mapping
@@ -67,6 +68,17 @@ def _to_numpy(obj):
   return obj
 
 
+def optional_torch(package: str = "torch", purpose: str = "reading a PyTorch file"):
+  """The optional PyTorch package `package` ('torch', 'torchvision'), imported here only:
+  the one place the codebase imports PyTorch (the weight import, and the scripts that
+  made its test references); training, sampling and prediction never call it."""
+  try:
+    return importlib.import_module(package)
+  except ImportError:
+    raise ImportError(f"{purpose} needs {package} (`pip install -r requirements-import.txt`"
+                      f"{', and torchvision' if package == 'torchvision' else ''})") from None
+
+
 def read_checkpoint(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
   """The checkpoint at `path` as nested dicts of numpy arrays (torch only for .pt/.pth)."""
   if not os.path.isfile(path):
@@ -74,11 +86,8 @@ def read_checkpoint(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
   if path.endswith(".npz"):
     with np.load(path, allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise ImportError(f"--src={path}: reading a PyTorch file needs torch (`pip install -r "
-                      "requirements-import.txt`), or pass the state dict as .npz") from None
+  torch = optional_torch(purpose=f"--src={path}: reading a PyTorch file (or pass the state "
+                                "dict as .npz)")
   try:
     obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
   except Exception as e:  # pylint: disable=broad-except

@@ -25,7 +25,6 @@ import functools
 import json
 import os
 import sys
-import tempfile
 import time
 
 STARTED = time.monotonic()
@@ -60,28 +59,32 @@ def wait_for(path: str, timeout_s: float = 600.0) -> None:
     time.sleep(0.2)
 
 
-@functools.cache
-def setup(name: str):
-  """(config, mesh, task, optimiser, state shardings, jitted train step) of a task, built
-  once per process: a later job reuses the compiled step, as a training process would
-  (process 1 cannot read the compilation cache process 0 writes)."""
-  config = TASKS[name]()
-  config.data.batch_size = 8
-  mesh = sharding.make_mesh()
-  task = tasks_lib.make_task(config, tempfile.mkdtemp(prefix=f"{name}_"), mesh=mesh,
-                             make_optimizer=optim.make_optimizer)
-  _, tx, state_sharding = loop.init_state(task, config, jax.random.key(config.seed), mesh,
-                                          abstract=True)
-  step_fn = jax.jit(functools.partial(loop.train_step_fn, task.loss, tx, config.optim.ema_decay),
-                    in_shardings=(state_sharding, sharding.data_sharding(mesh)),
-                    out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
-  return config, mesh, task, step_fn
+SETUPS = {}     # task name -> setup(name, ...), built by the first job that trains it
+
+
+def setup(name: str, workdir: str):
+  """(config, mesh, task, jitted train step) of a task, built once per process (with the
+  first job's `workdir`): a later job reuses the compiled step, as a training process
+  would (process 1 cannot read the compilation cache process 0 writes)."""
+  if name not in SETUPS:
+    config = TASKS[name]()
+    config.data.batch_size = 8
+    mesh = sharding.make_mesh()
+    task = tasks_lib.make_task(config, workdir, mesh=mesh, make_optimizer=optim.make_optimizer)
+    _, tx, state_sharding = loop.init_state(task, config, jax.random.key(config.seed), mesh,
+                                            abstract=True)
+    step_fn = jax.jit(
+        functools.partial(loop.train_step_fn, task.loss, tx, config.optim.ema_decay),
+        in_shardings=(state_sharding, sharding.data_sharding(mesh)),
+        out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+    SETUPS[name] = (config, mesh, task, step_fn)
+  return SETUPS[name]
 
 
 def train(name: str, out: str, steps: int, resume_from: str | None, save_every: int = 0,
           pause_after_save: float = 0.0) -> dict[int, float]:
-  config, mesh, task, step_fn = setup(name)
   workdir = os.path.join(out, name)
+  config, mesh, task, step_fn = setup(name, workdir)
   # A resumed run restores into a template: its init is neither compiled nor run.
   state, _, _ = loop.init_state(task, config, jax.random.key(config.seed), mesh,
                                 abstract=bool(resume_from))

@@ -14,11 +14,13 @@ import pathlib
 import sys
 
 import numpy as np
-import torch
-import torchvision
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+from launch import import_weights  # pylint: disable=wrong-import-position
 from tests.backbones import import_reference as ref  # pylint: disable=wrong-import-position
+
+torch = import_weights.optional_torch(purpose="making the R(2+1)D references")
+torchvision = import_weights.optional_torch("torchvision", "making the R(2+1)D references")
 
 KINETICS_MEAN = np.array([0.43216, 0.394666, 0.37645]) * 255
 KINETICS_STD = np.array([0.22803, 0.22145, 0.216989]) * 255

@@ -25,12 +25,14 @@ import sys
 import types
 
 import numpy as np
-import torch
-from torch import nn
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from launch import import_weights  # noqa: E402  pylint: disable=g-import-not-at-top
 from tests.backbones import import_reference  # noqa: E402  pylint: disable=g-import-not-at-top
+
+torch = import_weights.optional_torch(purpose="making the UniFormer references")
+nn = torch.nn
 
 WEIGHT_SEED = 15
 CLIP_SEED = 16
