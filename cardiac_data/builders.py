@@ -576,10 +576,18 @@ def build(dataset_name: str, manual_dir: str | os.PathLike, data_dir: str | os.P
   """
   if dataset_name not in BUILDERS:
     raise ValueError(f"dataset_name must be one of {sorted(BUILDERS)}, got {dataset_name!r}")
+  return build_class(BUILDERS[dataset_name], manual_dir, data_dir, force=force, **config)
+
+
+def build_class(cls, manual_dir: str | os.PathLike, data_dir: str | os.PathLike, *,
+                force: bool = False, **config) -> tfds.core.DatasetBuilder:
+  """`build` for a builder class: one with `DATASET`, `make_config(**config)` (a config
+  with `reader_kwargs`), `skip_log` and `log_build_summary()` (also
+  `cardiac_data.seg_frames`'s builders)."""
+  dataset_name = cls.DATASET
   manual_dir, data_dir = os.fspath(manual_dir), os.fspath(data_dir)
   if not os.path.isdir(manual_dir):
     raise errors.DataFormatError(manual_dir, f"{dataset_name}: manual_dir is not a folder")
-  cls = BUILDERS[dataset_name]
   cfg = cls.make_config(**config)
   cache_key = (dataset_name, cfg.name, os.path.realpath(manual_dir), os.path.realpath(data_dir))
   if not force and cache_key in _BUILT:

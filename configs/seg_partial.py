@@ -1,17 +1,32 @@
-"""Partial-label multi-domain echo segmentation (Islam et al., MELBA 2026), on the built-in
-three-vendor synthetic scenario (`cardiac_data/synthetic/seg_domains.py`).
+"""Partial-label multi-domain echo segmentation (Islam et al., MELBA 2026), on the datasets
+as distributed (CAMUS, EchoNet-Dynamic/Pediatric tracings, Unity Imaging) or on the
+built-in three-vendor scenario written in those same layouts
+(`cardiac_data/synthetic/seg_domains.py`).
 
   python -m launch.train --config=configs/seg_partial.py:inter --workdir=/tmp/seg
   python -m launch.train --config=configs/seg_partial.py:inter,smoke,abce
   python -m launch.train --config=configs/seg_partial.py:inter,swin_unet,marginal
   python -m launch.seg_summary --config=configs/seg_partial.py:inter --workdir=/tmp/seg_sum
+  python -m launch.train --config=configs/seg_partial.py:inter \
+      --config.data.sources.camus.root=/data/CAMUS --config.data.sources.unity.root=/data/unity
+
+Data: config.data.sources maps a domain name to {dataset, root, reader options}
+(`cardiac_data.seg_frames.OPTIONS`): camus (release, split_list_dir, fold, views,
+frames 'ed_es' | 'half_sequence', strict), echonet_dynamic / echonet_pediatric (strict;
+Pediatric also view, test_fold), unity (curves: structure → curve name, '' = not
+annotated; split_seed, val_fraction, test_fraction; strict). root '' = config.data.root/<domain>
+if set, else the built-in scenario's <domain>/ folder. Each image's label set comes from
+its reader; config.data.domains are trained on, config.data.eval_domains evaluated.
 
 Variants (comma-separated): one scenario, at most one architecture, one loss and one size.
   scenario  'inter' (default; §5.3: CAMUS-like fully labelled + Unity-like with LA
             withheld in training and validation), 'intra' (§5.2: CAMUS-like only, LVM
             removed from 50 % of the patients), 'all3' (+ the EchoNet-like LV-only
             domain), 'dropout' (inter with aCCE and label dropout p = 0.4, the U-Net's
-            best in §5.3; `launch.seg_summary` sweeps p over 0, 0.1, …, 1).
+            best in §5.3; `launch.seg_summary` sweeps p over 0, 0.1, …, 1), and
+            Experiment 1 (§5.1: LV segmentation with CCE, trained on one domain or all
+            three, evaluated on all three): 'exp1_camus', 'exp1_unity', 'exp1_echonet',
+            'exp1_all'.
   arch      'unet' (default), 'attention_unet', 'swin_unet': config.model.arch with that
             architecture's optimiser (ARCH_OPTIM: Swin-UNet trains with AdamW 1e-3 and
             gradient clipping at global norm 1; with SGD at the U-Net's 0.05 it
@@ -20,9 +35,8 @@ Variants (comma-separated): one scenario, at most one architecture, one loss and
             (the fully labelled benchmark: CCE with nothing withheld): config.loss.name
             with that loss's settings (LOSS_DEFAULTS: aBCE gets the Dice term).
   size      '' (CPU: 300 patients per domain, 64×64 images, U-Net width 1/8,
-            depth 3, 1200 steps; one run ≈ 3.5 min on 2 cores), 'smoke' (32×32,
-            seconds), 'full' (256×256, width 1, depth 4, the paper's size, for
-            accelerators; computes in bfloat16).
+            depth 3, 1200 steps), 'smoke' (32×32, seconds), 'full' (256×256, width 1,
+            depth 4, the paper's size, for accelerators; computes in bfloat16).
   config.model.dtype: the networks' computation dtype, 'float32' (default: CPU) or
   'bfloat16' ('full'; parameters, gradients and optimiser state stay float32, logits
   are cast to float32 for the losses; --config.model.dtype=float32 turns it off).
@@ -35,7 +49,9 @@ import ml_collections
 
 from configs import common
 
-SCENARIOS = ("inter", "intra", "all3", "dropout")
+DOMAINS = ("camus", "unity", "echonet")
+EXP1 = tuple(f"exp1_{d}" for d in DOMAINS + ("all",))
+SCENARIOS = ("inter", "intra", "all3", "dropout") + EXP1
 ARCHS = ("unet", "attention_unet", "swin_unet")
 BENCHMARK = "full_labels"
 LOSSES = ("cce", "acce", "marginal", "abce", "pseudo", BENCHMARK)
@@ -71,16 +87,33 @@ def get_config(arg: str | None = None):
   c.data.image_size = 64
   c.data.batch_size = 8
   c.data.mixing = "natural"            # or 'balanced' (each source equally often)
-  c.data.unity_lvm = True              # Unity's label set is a config value
   c.data.dropout_classes = ()          # () = the classes partially labelled in training
+  c.data.tfds_dir = ""                 # '' = <cache>/tfds/<root name>-<hash> per root
+  # One entry per domain: the dataset's layout, its root ('' = see the docstring) and
+  # the reader options of cardiac_data/seg_frames.py (OPTIONS).
+  c.data.sources = ml_collections.ConfigDict(dict(
+      camus=dict(dataset="camus", root="", release="auto", split_list_dir="", fold=-1,
+                 views=("2CH", "4CH"), frames="ed_es", strict=False),
+      unity=dict(dataset="unity", root="", strict=False, split_seed=0, val_fraction=0.1,
+                 test_fraction=0.1,
+                 curves=dict(lv="curve-lv-endo", lvm="curve-lv-epi", la="curve-la-endo")),
+      echonet=dict(dataset="echonet_dynamic", root="", strict=False)))
   if scenario == "intra":
     c.data.domains = ("camus",)
     c.data.withheld = {"camus": ("lvm",)}
     c.data.withheld_fraction = {"camus": 0.5}
+  elif scenario in EXP1:
+    # §5.1: LV only (LVM and LA withheld everywhere), CCE, every domain evaluated.
+    trained = scenario[len("exp1_"):]
+    c.data.domains = DOMAINS if trained == "all" else (trained,)
+    c.data.withheld = {d: ("lvm", "la") for d in DOMAINS}
+    c.data.withheld_fraction = {}
   else:
     c.data.domains = ("camus", "unity") + (("echonet",) if scenario == "all3" else ())
     c.data.withheld = {"unity": ("la",)}
     c.data.withheld_fraction = {}
+  # Evaluated in validation and test: the training domains, or more (unseen domains).
+  c.data.eval_domains = DOMAINS if scenario in EXP1 else c.data.domains
 
   # depth: U-Net levels; window, depths, heads: Swin-UNet's (embed 96·width); dtype: the
   # computation dtype (segmentation.models.DTYPES; parameters stay float32).
@@ -95,6 +128,8 @@ def get_config(arg: str | None = None):
   if scenario == "dropout":
     c.loss.name = "acce"
     c.loss.label_dropout = 0.4
+  elif scenario in EXP1:
+    c.loss.name = "cce"
   c.augment = ml_collections.ConfigDict(dict(
       enabled=True, scale=0.1, rotation_deg=10.0, blur_sigma=1.0, blur_prob=0.3,
       brightness=0.1, contrast=0.2, gamma=0.5))

@@ -1,10 +1,10 @@
 """Multi-source data for partial-label segmentation (Islam et al., MELBA 2026, §4.4, §5).
 
-The images come from `cardiac_data.seg_scenario` (scenario.npz).
+The images come from `cardiac_data.seg_frames.load_domains` (the datasets' layouts).
 
-* `assign_label_sets`: per-image label sets from the config: each domain's annotated
-  structures, less the structures withheld in training/validation (all images of the
-  domain, or a seeded fraction of them: §5.2 removes LVM from 50 % of CAMUS).
+* `assign_label_sets`: per-image label sets: the set its reader gives the image, less
+  the structures withheld in training/validation (all images of the domain, or a
+  seeded fraction of its patients: §5.2 removes LVM from 50 % of CAMUS).
 * `MultiSourceSampler`: batch indices for step t from default_rng([seed, t]), so a
   resumed run sees the same batches; mixing 'natural' (uniform over all training
   images) or 'balanced' (a source uniformly, then an image of it).
@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cardiac_data import seg_scenario
 from segmentation import labels as labels_lib
 
 MIXING = ("natural", "balanced")
@@ -28,31 +27,27 @@ MIXING = ("natural", "balanced")
 def assign_label_sets(data: dict, data_cfg, seed: int) -> dict:
   """{split: bool (N, C)}: the label set of each image when used in that split.
 
-  Test images keep their domain's full set; train/val images lose
+  Test images keep their reader's set (`data['label_set']`); train/val images lose
   data_cfg.withheld[domain] on a fraction data_cfg.withheld_fraction[domain] (default
-  1) of their patients (seeded, so ED and ES of a patient agree).
+  1) of their patients (seeded, so ED and ES of a patient agree). Domains are
+  `data['domains']` (names), indexed by `data['domain']`.
   """
-  n = len(data["image"])
-  full = np.zeros((n, labels_lib.NUM_CLASSES), bool)
-  partial = np.zeros_like(full)
+  full = np.asarray(data["label_set"], bool).copy()
+  full[:, 0] = True
+  partial = full.copy()
+  names = list(data["domains"])
   withheld = dict(data_cfg.withheld)
   fractions = dict(data_cfg.withheld_fraction)
-  unknown = [d for d in list(withheld) + list(fractions) if d not in seg_scenario.DOMAINS]
+  unknown = [d for d in list(withheld) + list(fractions) if d not in data_cfg.sources]
   if unknown:
     raise ValueError(f"config.data.withheld: unknown domain(s) {unknown}; known: "
-                     f"{list(seg_scenario.DOMAINS)}")
-  for d, name in enumerate(seg_scenario.DOMAINS):
-    rows = data["domain"] == d
-    s_full = labels_lib.label_set([labels_lib.CLASSES[c]
-                                   for c in seg_scenario.DOMAIN_LABELS[name]])
-    if name == "unity" and not data_cfg.unity_lvm:
-      s_full = s_full & labels_lib.source_label_set("unity", unity_lvm=False)
-    full[rows] = s_full
-    partial[rows] = s_full
-    drop = tuple(withheld.get(name, ()))
-    if not drop:
+                     f"{sorted(data_cfg.sources)}")
+  for name, drop in withheld.items():
+    if not drop or name not in names:
       continue
-    s_part = s_full & labels_lib.label_set([s for s in labels_lib.STRUCTURES if s not in drop])
+    d = names.index(name)
+    rows = data["domain"] == d
+    keep = labels_lib.label_set([s for s in labels_lib.STRUCTURES if s not in tuple(drop)])
     frac = float(fractions.get(name, 1.0))
     if not 0.0 <= frac <= 1.0:
       raise ValueError(f"config.data.withheld_fraction[{name!r}] must be in [0, 1], got {frac}")
@@ -60,7 +55,7 @@ def assign_label_sets(data: dict, data_cfg, seed: int) -> dict:
     rng = np.random.default_rng([seed, 17, d])
     chosen = patients[rng.permutation(len(patients))[:int(round(frac * len(patients)))]]
     hit = rows & np.isin(data["patient"], chosen)
-    partial[hit] = s_part
+    partial[hit] &= keep
   return {"train": partial, "val": partial, "test": full}
 
 

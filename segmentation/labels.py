@@ -1,7 +1,8 @@
 """Label sets per source, and on-the-fly label dropout (Islam et al., MELBA 2026, §4.1, §5.3).
 
 Classes are {0 bg, 1 LV, 2 LVM, 3 LA}. Every sample carries `label_set`, bool[4] with
-bg always true: the structures its source annotates (L_k of §4.1, plus background).
+bg always true: the structures its reader says are annotated (L_k of §4.1, plus
+background; `cardiac_data.seg_frames`).
 A structure outside the set is unlabelled: its pixels are stored as background.
 """
 from __future__ import annotations
@@ -14,29 +15,12 @@ CLASSES = ("bg", "lv", "lvm", "la")
 STRUCTURES = CLASSES[1:]
 NUM_CLASSES = len(CLASSES)
 
-# What each source annotates (Table 1). Unity's LVM is a config value (the Unity
-# Imaging release publishes no apical LV-epicardium curve), so `source_label_set` takes it.
-SOURCE_LABELS = {"camus": ("lv", "lvm", "la"), "unity": ("lv", "lvm", "la"),
-                 "echonet": ("lv",)}
-
-
 def label_set(structures) -> np.ndarray:
   """bool[4] with background and the named structures."""
   unknown = [s for s in structures if s not in STRUCTURES]
   if unknown:
     raise ValueError(f"unknown structure(s) {unknown}; known: {list(STRUCTURES)}")
   return np.array([True] + [s in structures for s in STRUCTURES])
-
-
-def source_label_set(source: str, *, withheld=(), unity_lvm: bool = True) -> np.ndarray:
-  """The label set of `source` less the `withheld` structures (e.g. LA for the
-  Unity-like domain in training and validation, §5.3)."""
-  if source not in SOURCE_LABELS:
-    raise ValueError(f"unknown source {source!r}; known: {sorted(SOURCE_LABELS)}")
-  names = [s for s in SOURCE_LABELS[source] if s not in withheld]
-  if source == "unity" and not unity_lvm:
-    names = [s for s in names if s != "lvm"]
-  return label_set(names)
 
 
 def withhold(labels, label_sets):

@@ -7,7 +7,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cardiac_data import seg_scenario  # noqa: E402
 from evaluation import plots as eval_plots  # noqa: E402
 from segmentation import labels as labels_lib  # noqa: E402
 
@@ -17,10 +16,11 @@ _COLOURS = np.array([[0, 0, 0, 0], [0.1, 0.35, 1, 0.55], [0.1, 0.8, 0.2, 0.55],
 
 
 def examples_plot(path, images, ref, pred, domain, domains, per_domain: int = 2) -> None:
-  """Rows: a few images of each domain; columns: image, reference, prediction."""
+  """Rows: a few images of each domain; columns: image, reference, prediction.
+  `domain` indexes the names `domains`."""
   rows = []
-  for name in domains:
-    idx = np.nonzero(domain == seg_scenario.DOMAINS.index(name))[0][:per_domain]
+  for k, name in enumerate(domains):
+    idx = np.nonzero(domain == k)[0][:per_domain]
     rows += [(name, i) for i in idx]
   if not rows:
     return
@@ -51,36 +51,62 @@ def dice_bars(path, metrics: dict, domains, title: str = "") -> None:
   eval_plots.save_figure(fig, path, dpi=120)
 
 
+def _with_withheld(r: dict, key: str, withheld_key: str) -> dict:
+  """r[key] ({label: value}) plus {r['withheld']: r[withheld_key]} if the row has both,
+  as floats (metrics.json stores non-finite values as strings)."""
+  values = dict(r.get(key) or {})
+  if r.get("withheld") and r.get(withheld_key) is not None:
+    values[r["withheld"]] = r[withheld_key]
+  return {k: np.nan if v is None else float(v) for k, v in values.items()}
+
+
 def summary_plot(path, rows, structures_key: str = "dice", title: str = "") -> None:
   """Dice per structure per loss, one panel per architecture (like MELBA Figs. 3, 6).
 
   rows: dicts with 'arch', 'loss' and '<structures_key>' = {label: value}; a row's
   'withheld'/'withheld_dice' (the withheld structure in its domain) adds a group.
+  Rows of launch.seg_summary.aggregate (means over seeds) also carry
+  '<structures_key>_sd' and 'withheld_dice_sd' (SDs) and 'n': the bars are the means
+  with ± SD error bars, the legend gives n. Single-run rows draw plain bars.
   """
-  rows = [dict(r, **{structures_key: dict(r[structures_key], **(
-      {r["withheld"]: r["withheld_dice"]} if r.get("withheld") else {}))}) for r in rows]
+  sd_key = f"{structures_key}_sd"
   archs = sorted({r["arch"] for r in rows})
   fig, axes = plt.subplots(1, len(archs), figsize=(5 * len(archs), 3.2), squeeze=False)
   for ax, arch in zip(axes[0], archs):
     sub = [r for r in rows if r["arch"] == arch]
-    names = list(sub[0][structures_key])
+    names = list(dict.fromkeys(n for r in sub
+                               for n in _with_withheld(r, structures_key, "withheld_dice")))
     width = 0.8 / max(1, len(sub))
     x = np.arange(len(names))
     for k, r in enumerate(sub):
-      ax.bar(x + k * width, [r[structures_key][n] for n in names], width, label=r["loss"])
+      means = _with_withheld(r, structures_key, "withheld_dice")
+      sds = _with_withheld(r, sd_key, "withheld_dice_sd")
+      yerr = [sds.get(n, np.nan) for n in names] if sd_key in r else None
+      label = r["loss"] if "n" not in r else f"{r['loss']} (n={r['n']})"
+      ax.bar(x + k * width, [means.get(n, np.nan) for n in names], width, yerr=yerr,
+             capsize=2, error_kw=dict(lw=0.8), label=label)
     ax.set_xticks(x + 0.4 - width / 2, names, fontsize=7)
-    ax.set(ylim=(0, 1), ylabel="test Dice", title=f"{arch} {title}".strip())
+    ax.set(ylim=(0, 1), ylabel="test Dice" + (" (mean ± SD)" if sd_key in sub[0] else ""),
+           title=f"{arch} {title}".strip())
     ax.legend(fontsize=7, frameon=False)
   eval_plots.save_figure(fig, path, dpi=120)
 
 
 def sweep_plot(path, rows, title: str = "") -> None:
-  """Dice on the withheld structure vs label-dropout p, one line per loss (Fig. 6)."""
+  """Dice on the withheld structure vs label-dropout p, one line per loss (Fig. 6).
+
+  rows: dicts with 'loss', 'p' and 'withheld_dice'; with 'withheld_dice_sd' (rows of
+  launch.seg_summary.aggregate: means over seeds) the points get ± SD error bars.
+  """
   fig, ax = plt.subplots(figsize=(5, 3.2))
+  with_sd = any("withheld_dice_sd" in r for r in rows)
   for loss in sorted({r["loss"] for r in rows}):
     sub = sorted((r for r in rows if r["loss"] == loss), key=lambda r: r["p"])
-    ax.plot([r["p"] for r in sub], [r["withheld_dice"] for r in sub], "o-", label=loss)
-  ax.set(xlabel="label dropout p", ylabel="test Dice (withheld structure)", ylim=(0, 1),
-         title=title)
+    yerr = [r.get("withheld_dice_sd", np.nan) for r in sub] if with_sd else None
+    ax.errorbar([r["p"] for r in sub], [r["withheld_dice"] for r in sub], yerr=yerr,
+                fmt="o-", capsize=3, label=loss)
+  ax.set(xlabel="label dropout p",
+         ylabel="withheld-structure Dice" + (" (mean ± SD)" if with_sd else ""),
+         ylim=(0, 1), title=title)
   ax.legend(fontsize=7, frameon=False)
   eval_plots.save_figure(fig, path, dpi=120)

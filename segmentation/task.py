@@ -6,11 +6,17 @@ missing labels of the others, then the student trains with CCE); readings and th
 Dice term as in `segmentation.losses`; config.loss.label_dropout = p (§5.3) on the
 partially labelled classes.
 
+Data: `cardiac_data.seg_frames.load_domains` reads every domain of config.data.sources
+that is trained on (config.data.domains) or evaluated (config.data.eval_domains) from
+its published layout; each image carries its reader's label set.
+
 Evaluation: argmax of the logits (= softmax's); Dice per structure (lv, lvm, la) over
-the images whose evaluation label set holds it (val: the training sets, withheld
-labels excluded; test: each domain's full set), overall and per domain
+the images whose evaluation label set holds it (val: the training domains' images with
+their training sets, withheld labels excluded; test: every eval_domains image with its
+reader's set, so Exp. 1's unseen domains are scored), overall and per domain
 ('<domain>/dice_<s>'); fg_dice = the mean of the overall structure Dice (the
-checkpoint selector, §4.4). Final evaluation adds HD/HD95 (pixels × spacing, mm) and
+checkpoint selector, §4.4). Final evaluation adds HD/HD95 (pixels × spacing, mm; images
+without a spacing, EchoNet's and Unity's, are counted in 'hd_no_spacing') and
 EF MAE (`segmentation.metrics.ef_from_masks`: single-plane discs, area–length, and
 biplane for patients with both views, each against the EF of the reference masks by
 the same function), and writes plots. Prediction (`segmentation.predict.Predictor`)
@@ -28,8 +34,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from cardiac_data import seg_scenario
-from cardiac_data import sources as sources_lib
+from cardiac_data import seg_frames
 from evaluation import sharded
 from segmentation import data as data_lib
 from segmentation import labels as labels_lib
@@ -51,19 +56,27 @@ class SegmentationTask:
     self.make_optimizer = make_optimizer
     self.config = config
     d = config.data
-    unknown = [x for x in d.domains if x not in seg_scenario.DOMAINS]
-    if unknown:
-      raise ValueError(f"config.data.domains: unknown {unknown}; known: {seg_scenario.DOMAINS}")
-    # config.data.root, or the built-in scenario at the config's image size.
-    raw = seg_scenario.load_scenario(sources_lib.dataset_root(d, size=int(d.image_size)))
+    for field in ("domains", "eval_domains"):
+      unknown = [x for x in d[field] if x not in d.sources]
+      if unknown:
+        raise ValueError(f"config.data.{field}: {unknown} not in config.data.sources "
+                         f"({sorted(d.sources)})")
+    # Training domains first, then the domains only evaluated (Exp. 1's unseen ones).
+    self.domains = tuple(d.domains) + tuple(x for x in d.eval_domains if x not in d.domains)
+    raw = seg_frames.load_domains(d, self.domains)
     self.data = raw
     self.images = raw["image"].astype(np.float32) / 255.0
     self.sets = data_lib.assign_label_sets(raw, d, config.seed)
-    used = np.isin(raw["domain"], [seg_scenario.DOMAINS.index(x) for x in d.domains])
-    self.index = {name: np.nonzero(used & (raw["split"] == k))[0]
-                  for k, name in enumerate(seg_scenario.SPLITS)}
-    if not len(self.index["val"]):
-      raise ValueError("config.data: no validation images; raise synthetic.num_subjects")
+    trained = np.isin(raw["domain"], [self.domains.index(x) for x in d.domains])
+    evaluated = np.isin(raw["domain"], [self.domains.index(x) for x in d.eval_domains])
+    # Validation (checkpoint selection) on the training domains only; test on eval_domains.
+    self.index = {"train": np.nonzero(trained & (raw["split"] == 0))[0],
+                  "val": np.nonzero(trained & (raw["split"] == 1))[0],
+                  "test": np.nonzero(evaluated & (raw["split"] == 2))[0]}
+    for split, rows in self.index.items():
+      if not len(rows):
+        raise ValueError(f"config.data: no {split} images in domains "
+                         f"{list(d.eval_domains if split == 'test' else d.domains)}")
     self.train_labels = labels_lib.withhold(raw["label"].astype(np.int32), self.sets["train"])
     self.train_sets = self.sets["train"].copy()
     tr = self.index["train"]
@@ -81,7 +94,7 @@ class SegmentationTask:
     self.pseudo_info = {}
     if config.loss.name == "pseudo":
       self._pseudo_label(config)
-    sources = [tr[raw["domain"][tr] == seg_scenario.DOMAINS.index(x)] for x in d.domains]
+    sources = [tr[raw["domain"][tr] == self.domains.index(x)] for x in d.domains]
     self.sampler = data_lib.MultiSourceSampler(sources, d.batch_size, d.mixing, config.seed)
 
   # -- Training ------------------------------------------------------------------
@@ -155,7 +168,19 @@ class SegmentationTask:
         self.train_sets[part_rows], full)
     self.train_sets[part_rows] = full
     self.pseudo_info = {"teacher_steps": steps, "pseudo_labelled_images": int(len(part_rows)),
-                        "teacher_images": int(len(full_rows))}
+                        "teacher_images": int(len(full_rows)),
+                        "teacher_val_fg_dice": self._teacher_dice(params)}
+
+  def _teacher_dice(self, params) -> float:
+    """The teacher's mean structure Dice on the held-out validation images with every
+    class annotated (NaN without such images)."""
+    rows = self.index["val"][self.sets["val"][self.index["val"]].all(1)]
+    if not len(rows):
+      return math.nan
+    pred = self._predict_rows(params, rows)
+    ref = self.data["label"][rows]
+    return float(np.mean([metrics_lib.dice(pred[i] == c, ref[i] == c)
+                          for i in range(len(rows)) for c in (1, 2, 3)]))
 
   # -- Evaluation ----------------------------------------------------------------
 
@@ -178,8 +203,8 @@ class SegmentationTask:
     for s, v in per_image.items():
       if np.isfinite(v).any():
         out[f"dice_{s}"] = float(np.nanmean(v))
-      for name in self.config.data.domains:
-        sel = v[dom == seg_scenario.DOMAINS.index(name)]
+      for k, name in enumerate(self.domains):
+        sel = v[dom == k]
         if np.isfinite(sel).any():
           out[f"{name}/dice_{s}"] = float(np.nanmean(sel))
     present = [out[f"dice_{s}"] for s in labels_lib.STRUCTURES if f"dice_{s}" in out]
@@ -190,21 +215,24 @@ class SegmentationTask:
       out.update(self.pseudo_info)
       plot_dir = os.path.join(workdir, "plots")
       plots.examples_plot(os.path.join(plot_dir, f"{split}_examples.png"), self.images[rows],
-                          ref, pred, dom, self.config.data.domains)
+                          ref, pred, dom, self.domains)
       plots.dice_bars(os.path.join(plot_dir, f"{split}_dice.png"), out,
-                      self.config.data.domains, title=self._title(split))
+                      self.domains, title=self._title(split))
     return out
 
   def _surface_metrics(self, pred, ref, sets, rows):
     out = {}
-    undefined = 0
+    undefined = no_spacing = 0
     for c, s in enumerate(labels_lib.STRUCTURES, start=1):
       hd, hd95 = [], []
       for i in range(len(rows)):
         if not sets[i, c]:
           continue
-        sp = float(self.data["spacing_mm"][rows[i]])
-        h, h95 = metrics_lib.hausdorff(pred[i] == c, ref[i] == c, (sp, sp))
+        sp = tuple(float(x) for x in self.data["spacing_mm"][rows[i]])
+        if not all(map(math.isfinite, sp)):
+          no_spacing += 1              # EchoNet and Unity give no pixel spacing
+          continue
+        h, h95 = metrics_lib.hausdorff(pred[i] == c, ref[i] == c, sp)
         undefined += int(math.isnan(h))
         hd.append(h)
         hd95.append(h95)
@@ -212,12 +240,15 @@ class SegmentationTask:
         out[f"hd_{s}"] = float(np.nanmean(hd))
         out[f"hd95_{s}"] = float(np.nanmean(hd95))
     out["hd_undefined"] = undefined
+    out["hd_no_spacing"] = no_spacing
     return out
 
   def _ef_metrics(self, pred, ref, rows):
     """EF MAE of predicted vs reference masks (same function), per method."""
     key = {}
     for i, r in enumerate(rows):
+      if self.data["view"][r] < 0 or self.data["phase"][r] < 0:
+        continue                       # no known view or cardiac phase (Unity frames)
       k = (int(self.data["domain"][r]), int(self.data["patient"][r]))
       key.setdefault(k, {})[(int(self.data["view"][r]), int(self.data["phase"][r]))] = i
     errs = {"discs": [], "area_length": [], "biplane": []}
@@ -251,4 +282,5 @@ class SegmentationTask:
   def meta(self):
     return {"model": self.config.model.to_dict(), "loss": self.config.loss.to_dict(),
             "domains": list(self.config.data.domains),
+            "eval_domains": list(self.config.data.eval_domains),
             "withheld": {k: list(v) for k, v in dict(self.config.data.withheld).items()}}

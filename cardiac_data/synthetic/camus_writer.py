@@ -211,7 +211,7 @@ def nifti_gz_bytes(arr: np.ndarray, spacing_mm: float) -> bytes:
   return gzip.compress(img.to_bytes(), compresslevel=_GZIP_LEVEL, mtime=0)
 
 
-def _cfg_text(entries: dict) -> str:
+def cfg_text(entries: dict) -> str:
   return "".join(f"{k}: {entries[k]}\n" for k in CFG_KEYS)
 
 
@@ -244,7 +244,7 @@ def _patient_task(args) -> list:
     cfg = {"ED": acq.ed_frame + 1, "ES": acq.es_frame + 1, "NbFrame": acq.num_frames,
            "Sex": subject.sex, "Age": int(round(subject.age)),
            "ImageQuality": QUALITY_NAMES[acq.quality], "EF": label_text, "FrameRate": acq.fps}
-    (folder / f"Info_{view}.cfg").write_text(_cfg_text(cfg), encoding="utf-8")
+    (folder / f"Info_{view}.cfg").write_text(cfg_text(cfg), encoding="utf-8")
     per_view += [cfg["ImageQuality"], acq.num_frames, cfg["ED"], cfg["ES"], acq.fps,
                  jobs.fmt(spacing_mm, 6), int(acq.dropout), int(acq.shadow)]
   heart4, acq4 = views["4CH"]

@@ -1,12 +1,15 @@
-"""Multi-domain partially labelled echo segmentation scenario (Islam et al., MELBA 2026, §4.2).
+"""Multi-domain partially labelled echo segmentation scenario (Islam et al., MELBA 2026, §4.2),
+written in the real datasets' published layouts.
 
 Three synthetic "vendors" image the same heart model (`anatomy`, `camus_writer`'s two
-views) with different looks, standing in for the paper's datasets:
+views) with different looks, standing in for the paper's datasets. Each is written
+as that dataset is distributed, so the real readers (`cardiac_data.seg_frames`) load it:
 
-  domain   stands for        views       labels annotated (before any withholding)
-  camus    CAMUS             2CH + 4CH   LV, LVM, LA (all)
-  unity    Unity Imaging     2CH         LV, LVM, LA (the task withholds LA, §5.3)
-  echonet  EchoNet-Dynamic   4CH         LV only (LVM and LA set to background)
+  folder     layout                       views   structures annotated
+  camus/     CAMUS 2023 NIfTI             2CH+4CH LV, LVM, LA (label maps, ED and ES)
+  unity/     Unity Imaging labels + PNG   2CH     LV, LVM, LA (curves; LVM by the
+                                                  epicardial curve `curve-lv-epi`)
+  echonet/   EchoNet-Dynamic              4CH     LV (VolumeTracings chords, 112×112 AVI)
 
 A vendor style (`VendorStyle`) changes
   * speckle size: the clip is rendered at `render_scale`·S pixels and resized to S,
@@ -14,24 +17,29 @@ A vendor style (`VendorStyle`) changes
   * gain and contrast: display map u ↦ clip(gain·u^gamma), u the rendered grey / 255;
   * sector shape: the fan's half-angle, and a flat top (a footprint) of `flat_top`
     × S pixels from a sector apex moved above the image.
-Labels are the painted polygons rasterised at S (`anatomy.label_maps` on the
-heart mapped to S pixels), so they are exact whatever the render size.
 
-Each case is one (patient, view) at ED and ES (two images). Written layout:
+Labels per layout:
+  * CAMUS: the painted polygons rasterised at S (`anatomy.label_maps`), as `_gt` NIfTI;
+    each half sequence holds two frames, ED (frame 1) and ES (frame 2).
+  * Unity: the painted polygons' arcs (LV cavity hinge → apex → hinge, LA, epicardium)
+    as curve control points (every `UNITY_POINT_STRIDE`-th vertex and both ends; the
+    reader's natural cubic spline through them closed by the straight segment between
+    its ends redraws the polygon); frames `01-<sha256>-0000` (ED) and `-0001` (ES).
+  * EchoNet: the LV as EchoNet tracings (long axis, then 20 disc chords) at frames 0
+    (ED) and 1 (ES) of a two-frame 112×112 AVI; the reader's mask is the chord polygon.
 
-  scenario.npz   image uint8 (N, S, S), label uint8 (N, S, S) {0 bg, 1 LV, 2 LVM, 3 LA}
-                 (full labels; the task withholds per its config), domain int8 (index
-                 into DOMAINS), patient int32, view int8 (0 2CH, 1 4CH), phase int8
-                 (0 ED, 1 ES), split int8 (0 train, 1 val, 2 test), spacing_mm float32
-  ground_truth.csv  one row per case: domain, patient, view, split, TrueEF (biplane
-                 volumetric EF of the patient's LV), spacing
-
-Splits are per patient, ~80/10/10 within each domain (same proportions in every
-split, §4.4). Determinism: case (d, i) draws from default_rng([seed, 4, d, i, ...]).
+Splits are per patient, ~80/10/10 within each domain (§4.4): CAMUS through
+`database_split/`, EchoNet through the FileList's Split column; Unity publishes none,
+so its reader draws a seeded split per video. `ground_truth.csv` (top level) has one
+row per case: domain, patient, view, split (Unity's: '' = the reader's), TrueEF
+(biplane volumetric EF of the patient's LV), spacing. Determinism: case (d, i) draws
+from default_rng([seed, 4, d, i, ...]).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import pathlib
@@ -39,11 +47,19 @@ import pathlib
 import cv2
 import numpy as np
 
-from cardiac_data.seg_scenario import DOMAIN_LABELS, DOMAINS, SPLITS
-from cardiac_data.synthetic import anatomy, camus_writer, jobs, rendering, subjects
+from cardiac_data import unity
+from cardiac_data import video as video_io
+from cardiac_data.synthetic import (anatomy, camus_writer, echonet_writer, jobs, rendering,
+                                    subjects)
 
-GENERATOR_VERSION = "seg-domains-1"
+GENERATOR_VERSION = "seg-domains-2"
+DOMAINS = ("camus", "unity", "echonet")
+SPLITS = ("train", "val", "test")
 VIEWS = camus_writer.VIEWS                      # ("2CH", "4CH")
+#: EchoNet-Dynamic frames are 112×112 (its tracings are in that grid).
+ECHONET_SIZE = 112
+#: Unity curves keep every k-th polygon vertex as a spline control point.
+UNITY_POINT_STRIDE = 4
 _CODE = 4
 
 
@@ -109,9 +125,26 @@ def apply_style(frames: np.ndarray, style: VendorStyle, size: int) -> np.ndarray
   return np.round(255.0 * u).astype(np.uint8)
 
 
+@dataclasses.dataclass
+class View:
+  """One rendered view of a case at ED and ES: images (2, S, S), the heart in output
+  pixels, its contraction c and phase of the two frames, the pixel spacing (mm)."""
+  name: str
+  images: np.ndarray
+  heart: anatomy.Heart
+  c: np.ndarray
+  phase: np.ndarray
+  systolic_fraction: float
+  spacing_mm: float
+
+  def label_maps(self) -> np.ndarray:
+    """uint8 (2, S, S) {0 bg, 1 LV, 2 LVM, 3 LA} (`anatomy.label_maps`)."""
+    return anatomy.label_maps(self.heart, self.c, self.phase, self.systolic_fraction,
+                              self.name, self.images.shape[-1])
+
+
 def render_case(seed: int, domain: str, index: int, size: int):
-  """Images (V, 2, S, S), labels (V, 2, S, S) (ED, ES per view), the views, the
-  patient's biplane volumetric EF, and the pixel spacing (mm)."""
+  """The case's views (`View`, ED and ES each) and the patient's biplane volumetric EF."""
   d = DOMAINS.index(domain)
   style = STYLES[domain]
   rng = np.random.default_rng([seed, _CODE, d, index])
@@ -119,7 +152,7 @@ def render_case(seed: int, domain: str, index: int, size: int):
   render = max(32, int(round(size * style.render_scale)))
   views, _ = camus_writer.view_geometry(subject, rng, render)
   edv, esv = camus_writer.biplane_volumes_ml(views, [0.0, 1.0])
-  images, labels, spacing = [], [], []
+  out = []
   for v, view in enumerate(DOMAIN_VIEWS[domain]):
     vrng = np.random.default_rng([seed, _CODE, d, index, 1 + v])
     heart, acq = views[view]
@@ -128,66 +161,152 @@ def render_case(seed: int, domain: str, index: int, size: int):
     acq = vendor_sector(dataclasses.replace(acq, num_frames=2, ed_frame=0, es_frame=1), half,
                         style.flat_top)
     frames = rendering.render_clip(heart, acq, vrng, view)
-    images.append(apply_style(frames, style, size))
     c, phase = anatomy.clip_contraction(acq)
-    lab = anatomy.label_maps(scale_heart(heart, size / render), c, phase,
-                             acq.systolic_fraction, view, size)
-    keep = np.isin(lab, (0,) + DOMAIN_LABELS[domain])
-    labels.append(np.where(keep, lab, 0).astype(np.uint8))
-    spacing.append(10.0 * acq.spacing * render / size)
-  return (np.stack(images), np.stack(labels), DOMAIN_VIEWS[domain],
-          float(100.0 * (edv - esv) / edv), spacing)
+    out.append(View(view, apply_style(frames, style, size), scale_heart(heart, size / render),
+                    c, phase, acq.systolic_fraction, 10.0 * acq.spacing * render / size))
+  return out, float(100.0 * (edv - esv) / edv)
+
+
+# ------------------------------------------------------------------------------ layouts
+
+
+def _write_camus(root: pathlib.Path, index: int, views: list[View], ef: float) -> None:
+  patient = camus_writer.patient_id(index)
+  folder = root / "database_nifti" / patient
+  folder.mkdir(parents=True, exist_ok=True)
+  for view in views:
+    labels = view.label_maps()
+    prefix = folder / f"{patient}_{view.name}"
+    files = {"half_sequence": view.images, "half_sequence_gt": labels,
+             "ED": view.images[0], "ED_gt": labels[0], "ES": view.images[1], "ES_gt": labels[1]}
+    for tag, arr in files.items():
+      pathlib.Path(f"{prefix}_{tag}.nii.gz").write_bytes(
+          camus_writer.nifti_gz_bytes(arr, view.spacing_mm))
+    cfg = {"ED": 1, "ES": 2, "NbFrame": 2, "Sex": "F", "Age": 60, "ImageQuality": "Good",
+           "EF": f"{ef:.1f}", "FrameRate": 50}
+    (folder / f"Info_{view.name}.cfg").write_text(camus_writer.cfg_text(cfg), encoding="utf-8")
+
+
+def unity_frame_code(seed: int, index: int, frame: int) -> str:
+  """'01-<64 hex>-NNNN': the Unity frame code of case `index`, frame `frame`."""
+  digest = hashlib.sha256(f"seg-unity-{seed}-{index}".encode()).hexdigest()
+  return f"01-{digest}-{frame:04d}"
+
+
+def unity_curves(view: View, t: int) -> dict:
+  """{curve name: (n, 2) control points (x, y)} of frame t: the arcs of the painted
+  LV cavity, LA and epicardium (`anatomy.polygons`), every UNITY_POINT_STRIDE-th
+  vertex plus both ends."""
+  fills, _, _ = anatomy.polygons(view.heart, view.c[t:t + 1], view.phase[t:t + 1],
+                                 view.systolic_fraction)
+  out = {}
+  for label, fill in ((1, anatomy.LV), (2, anatomy.MYOCARDIUM), (3, anatomy.LA)):
+    pts = np.asarray(fills[fill][0][0], np.float64)
+    keep = sorted(set(range(0, len(pts), UNITY_POINT_STRIDE)) | {len(pts) - 1})
+    out[unity.SYNTHETIC_CURVES[label]] = pts[keep]
+  return out
+
+
+def _write_unity(root: pathlib.Path, seed: int, index: int, views: list[View]) -> dict:
+  """Writes the PNG frames; returns the labels JSON entries of the case."""
+  (view,) = views
+  entries = {}
+  for t in (0, 1):
+    code = unity_frame_code(seed, index, t)
+    path = pathlib.Path(unity.png_path(root / "png-cache", code))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), view.images[t]):
+      raise OSError(f"{path}: could not write the PNG frame")
+    entries[code] = {"labels": {
+        name: {"type": "curve", "x": " ".join(f"{v:.3f}" for v in pts[:, 0]),
+               "y": " ".join(f"{v:.3f}" for v in pts[:, 1])}
+        for name, pts in unity_curves(view, t).items()}}
+  return entries
+
+
+def echonet_file_name(seed: int, index: int) -> str:
+  return "0X" + hashlib.sha1(f"seg-echonet-{seed}-{index}".encode()).hexdigest()[:16].upper()
+
+
+def _write_echonet(root: pathlib.Path, seed: int, index: int, views: list[View], ef: float,
+                   split: str) -> tuple[list, list]:
+  """Writes the two-frame AVI; returns (FileList row, VolumeTracings rows)."""
+  (view,) = views
+  name = echonet_file_name(seed, index)
+  video_io.write_video(root / "Videos" / f"{name}.avi", view.images, 50.0)
+  fmt = jobs.fmt
+  tracings = []
+  for frame in (1, 0):                       # ES block first, as EchoNet
+    axis, chords = anatomy.lv_chords(view.heart, float(view.c[frame]))
+    for row in [axis] + list(chords):
+      tracings.append([name + ".avi", *(fmt(v, 4) for v in np.reshape(row, -1)), frame])
+  size = view.images.shape[-1]
+  filelist = [name, fmt(ef, 4), "", "", size, size, 50, 2, split.upper()]
+  return filelist, tracings
 
 
 def _case_task(args):
-  seed, domain, index, size = args
-  return render_case(seed, domain, index, size)
+  out, seed, domain, index, size, split = args
+  root = pathlib.Path(out) / domain
+  views, ef = render_case(seed, domain, index, ECHONET_SIZE if domain == "echonet" else size)
+  result = {"truth": [[domain, index, v.name, split if domain != "unity" else "",
+                       jobs.fmt(ef, 6), jobs.fmt(v.spacing_mm, 6)] for v in views]}
+  if domain == "camus":
+    _write_camus(root, index, views, ef)
+  elif domain == "unity":
+    result["unity"] = _write_unity(root, seed, index, views)
+  else:
+    result["echonet"] = _write_echonet(root, seed, index, views, ef, split)
+  return result
 
 
 def write_seg_domains(out: str | os.PathLike, num_subjects: int, seed: int = 0, *,
                       workers: int | None = None, progress: bool = False,
                       overwrite: bool = False, size: int = 64) -> int:
-  """Writes scenario.npz and ground_truth.csv (see the module docstring).
+  """Writes camus/, unity/, echonet/ and ground_truth.csv (see the module docstring).
 
   Args:
     num_subjects: patients per domain.
-    size: image height and width S.
-  Returns the number of images written.
+    size: CAMUS-like and Unity-like image height and width S (EchoNet-like frames are
+      112×112, as EchoNet's).
+  Returns the number of labelled images written.
   """
   if int(num_subjects) < 1:
     raise ValueError(f"num_subjects must be >= 1, got {num_subjects}")
   if int(size) < 32:
     raise ValueError(f"size must be >= 32 pixels, got {size}")
   out = pathlib.Path(out)
-  jobs.prepare_output(out, overwrite, ("scenario.npz", "ground_truth.csv"))
-  out.mkdir(parents=True, exist_ok=True)
-  tasks = [(int(seed), dom, i, int(size)) for dom in DOMAINS for i in range(int(num_subjects))]
-  results = jobs.run_tasks(_case_task, tasks, workers, progress, "seg_domains")
-  arrays = {k: [] for k in ("image", "label", "domain", "patient", "view", "phase", "split",
-                            "spacing_mm")}
-  rows = []
+  jobs.prepare_output(out, overwrite, DOMAINS + ("ground_truth.csv",))
+  for dom in DOMAINS:
+    (out / dom).mkdir(parents=True, exist_ok=True)
+  (out / "echonet" / "Videos").mkdir(parents=True, exist_ok=True)
   splits = {dom: domain_split(num_subjects, seed, d) for d, dom in enumerate(DOMAINS)}
-  for (_, dom, i, _), (imgs, labs, views, ef, spacing) in zip(tasks, results):
-    d = DOMAINS.index(dom)
-    for v, view in enumerate(views):
-      for phase in (0, 1):
-        arrays["image"].append(imgs[v, phase])
-        arrays["label"].append(labs[v, phase])
-        arrays["domain"].append(d)
-        arrays["patient"].append(i)
-        arrays["view"].append(VIEWS.index(view))
-        arrays["phase"].append(phase)
-        arrays["split"].append(splits[dom][i])
-        arrays["spacing_mm"].append(spacing[v])
-      rows.append([dom, i, view, SPLITS[splits[dom][i]], jobs.fmt(ef, 6),
-                   jobs.fmt(spacing[v], 6)])
-  dtypes = dict(image=np.uint8, label=np.uint8, domain=np.int8, patient=np.int32, view=np.int8,
-                phase=np.int8, split=np.int8, spacing_mm=np.float32)
-  np.savez_compressed(out / "scenario.npz",
-                      **{k: np.asarray(v, dtypes[k]) for k, v in arrays.items()})
+  tasks = [(str(out), int(seed), dom, i, int(size), SPLITS[splits[dom][i]])
+           for dom in DOMAINS for i in range(int(num_subjects))]
+  results = jobs.run_tasks(_case_task, tasks, workers, progress, "seg_domains")
+  # CAMUS split lists.
+  split_dir = out / "camus" / "database_split"
+  split_dir.mkdir(parents=True, exist_ok=True)
+  for k, subset in enumerate(camus_writer.SUBSETS):
+    names = [camus_writer.patient_id(i) for i in range(int(num_subjects))
+             if splits["camus"][i] == k]
+    (split_dir / f"subgroup_{subset}.txt").write_text("".join(n + "\n" for n in names))
+  # Unity labels JSON.
+  labels = {}
+  for r in results:
+    labels.update(r.get("unity", {}))
+  (out / "unity" / "labels").mkdir(parents=True, exist_ok=True)
+  (out / "unity" / "labels" / "labels.json").write_text(json.dumps(labels), encoding="utf-8")
+  # EchoNet tables.
+  echo = [r["echonet"] for r in results if "echonet" in r]
+  jobs.write_csv(out / "echonet" / "FileList.csv", echonet_writer.DYNAMIC_FILELIST_COLUMNS,
+                 [f for f, _ in echo])
+  jobs.write_csv(out / "echonet" / "VolumeTracings.csv",
+                 echonet_writer.DYNAMIC_TRACING_COLUMNS, [row for _, t in echo for row in t])
   jobs.write_csv(out / "ground_truth.csv",
-                 ("Domain", "Patient", "View", "Split", "TrueEF", "SpacingMM"), rows)
-  return len(arrays["image"])
+                 ("Domain", "Patient", "View", "Split", "TrueEF", "SpacingMM"),
+                 [row for r in results for row in r["truth"]])
+  return 2 * sum(len(r["truth"]) for r in results)
 
 
 write_seg_domains.generator_version = GENERATOR_VERSION

@@ -187,13 +187,9 @@ def test_segmentation_loss_dispatch_and_errors():
 
 
 def test_label_sets_and_withhold():
-  np.testing.assert_array_equal(labels_lib.source_label_set("echonet"), [1, 1, 0, 0])
-  np.testing.assert_array_equal(labels_lib.source_label_set("unity", withheld=("la",)),
-                                [1, 1, 1, 0])
-  np.testing.assert_array_equal(labels_lib.source_label_set("unity", unity_lvm=False),
-                                [1, 1, 0, 1])
-  with pytest.raises(ValueError, match="unknown source"):
-    labels_lib.source_label_set("acdc")
+  np.testing.assert_array_equal(labels_lib.label_set(("lv", "la")), [1, 1, 0, 1])
+  with pytest.raises(ValueError, match="unknown structure"):
+    labels_lib.label_set(("rv",))
   y = np.array([[[0, 1], [2, 3]]])
   out = labels_lib.withhold(y, np.array([[1, 1, 0, 1]], bool))
   np.testing.assert_array_equal(out, [[[0, 1], [0, 3]]])

@@ -1,4 +1,4 @@
-"""Segmentation networks (shapes, gates, Swin windows), sampler, augmentation, label sets, scenario."""
+"""Segmentation networks (shapes, gates, Swin windows), sampler, augmentation."""
 from __future__ import annotations
 
 import jax
@@ -7,9 +7,6 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cardiac_data import seg_scenario
-from configs import seg_partial
-from cardiac_data.synthetic import seg_domains
 from segmentation import data as data_lib
 from segmentation import models
 
@@ -109,40 +106,3 @@ def test_augment_identity_and_label_values():
   coords = data_lib.affine_coords(5, 5, 1.0, jnp.pi / 2)
   rot = jax.scipy.ndimage.map_coordinates(jnp.arange(25.0).reshape(5, 5), list(coords), order=0)
   np.testing.assert_array_equal(rot, np.rot90(np.arange(25.0).reshape(5, 5), k=-1))
-
-
-def test_scenario_and_label_sets(tmp_path):
-  n = seg_domains.write_seg_domains(tmp_path, 4, seed=1, workers=1, size=32)
-  data = seg_scenario.load_scenario(tmp_path)
-  # camus: 2 views × 2 phases, unity: 1 view, echonet: 1 view → 4 patients × 8 images.
-  assert n == len(data["image"]) == 4 * 8
-  assert data["image"].shape[1:] == (32, 32)
-  echonet = data["domain"] == seg_scenario.DOMAINS.index("echonet")
-  assert set(np.unique(data["label"][echonet])) <= {0, 1}
-  camus = data["domain"] == 0
-  assert set(np.unique(data["label"][camus])) == {0, 1, 2, 3}
-  cfg = seg_partial.get_config("inter").data       # LA withheld in the Unity-like domain
-  sets = data_lib.assign_label_sets(data, cfg, seed=0)
-  unity = data["domain"] == 1
-  assert not sets["train"][unity, 3].any() and sets["test"][unity, 3].all()
-  assert sets["train"][camus].all()
-  np.testing.assert_array_equal(sets["test"][echonet], [[1, 1, 0, 0]] * int(echonet.sum()))
-  # Same bytes for the same seed.
-  seg_domains.write_seg_domains(tmp_path / "again", 4, seed=1, workers=1, size=32)
-  np.testing.assert_array_equal(seg_scenario.load_scenario(tmp_path / "again")["image"], data["image"])
-  with pytest.raises(ValueError, match="unknown domain"):
-    data_lib.assign_label_sets(data, ml_collections.ConfigDict(
-        dict(cfg.to_dict(), withheld={"acdc": ("la",)})), 0)
-  with pytest.raises(FileNotFoundError, match="scenario.npz"):
-    seg_scenario.load_scenario(tmp_path / "missing")
-
-
-def test_withheld_fraction_is_per_patient():
-  rng = np.random.default_rng(0)
-  n_pat = 40
-  data = {"domain": np.zeros(2 * n_pat, np.int8), "patient": np.repeat(np.arange(n_pat), 2),
-          "image": np.zeros((2 * n_pat, 1, 1)), "label": rng.integers(0, 4, (2 * n_pat, 1, 1))}
-  cfg = seg_partial.get_config("intra").data       # LVM withheld from half of CAMUS
-  sets = data_lib.assign_label_sets(data, cfg, seed=0)["train"]
-  assert (~sets[:, 2]).sum() == n_pat                   # half of the patients, both phases
-  np.testing.assert_array_equal(sets[0::2, 2], sets[1::2, 2])
