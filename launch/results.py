@@ -3,12 +3,15 @@ r"""Results tables regenerated from the runs' metrics.json, never typed by hand.
   python -m launch.results            # rewrites docs/results.md and README's result blocks
   python -m launch.results --check    # exit 1 if either is out of date (a test runs it)
   python -m launch.results --add=NAME --workdir=DIR --command="python -m launch.train ..."
+  python -m launch.results --add_summary=NAME --workdir=DIR --command="python -m launch.seg_summary ..."
 
 A run kept for the documentation is a folder `results/<name>/` with the run's
 `metrics.json` (copied from its workdir) and `run.json` ({"command", "machine", "date",
 "wall_min", "commit"}: how it was made). `--add` copies a finished workdir's
-metrics.json there. Each table below selects runs by name prefix; a README block
-`<!-- results:KEY -->` … `<!-- /results:KEY -->` receives table KEY.
+metrics.json there. A study over seeds (`launch.seg_summary`) is kept the same way with
+its `summary.json` instead (`--add_summary`): its tables show mean ± SD over the seeds.
+Each table below selects runs by name prefix; a README block `<!-- results:KEY -->` …
+`<!-- /results:KEY -->` receives table KEY.
 """
 from __future__ import annotations
 
@@ -47,6 +50,18 @@ class Table:
   note: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class SummaryTable:
+  """Rows: the 'aggregate' entries of results/<prefix>*/summary.json (one per arch and
+  loss of each study); a column key is an entry field ('withheld_dice') or
+  'group:name' ('dice_by_domain:unity/dice_la'), shown as mean ± SD (the '_sd' field)."""
+  key: str
+  title: str
+  prefix: str
+  columns: tuple[Column, ...]
+  note: str = ""
+
+
 TABLES = (
     Table("mcsdr", "MCSDR, default job (`configs/pediatric.py`): test split, K = 40, DDIM-10, "
           "best checkpoint", "mcsdr_pediatric", (
@@ -65,24 +80,63 @@ TABLES = (
         Column("registration EPE", "test/registration/epe", ".3f"),
         Column("regression EPE", "test/regression/epe", ".3f"),
         Column("regression seg. Ecc MAE", "test/regression/segmental_ecc_mae", ".4f"))),
-    Table("segmentation", "Partial-label segmentation (`configs/seg_partial.py`): test Dice",
-          "seg", (
-              Column("LV", "test/dice_lv", ".3f"), Column("LVM", "test/dice_lvm", ".3f"),
-              Column("LA", "test/dice_la", ".3f"),
-              Column("withheld LA (Unity-like)", "test/unity/dice_la", ".3f"))),
+    SummaryTable(
+        "segmentation_seeds", "Partial-label segmentation, inter-domain (`configs/seg_partial.py:"
+        "inter`, U-Net): test Dice, mean ± SD over seeds", "seg_inter", (
+            Column("withheld LA (Unity-like)", "withheld_dice", ".3f"),
+            Column("LV", "dice:lv", ".3f"), Column("LVM", "dice:lvm", ".3f"),
+            Column("LA (all)", "dice:la", ".3f"), Column("EF MAE discs", "ef_mae_discs", ".1f")),
+        "The Unity-like domain's LA is withheld in training and validation."),
+    SummaryTable(
+        "segmentation_exp1", "Experiment 1 (`configs/seg_partial.py:exp1_<domain>`, U-Net, CCE, "
+        "LV only): test LV Dice per test domain, mean ± SD over seeds", "seg_exp1", (
+            Column("CAMUS-like", "dice_by_domain:camus/dice_lv", ".3f"),
+            Column("Unity-like", "dice_by_domain:unity/dice_lv", ".3f"),
+            Column("EchoNet-like", "dice_by_domain:echonet/dice_lv", ".3f")),
+        "Row: the domain(s) trained on; a model is tested on every domain, seen or not."),
 )
 
 
 def load_runs(root: pathlib.Path = RESULTS) -> dict[str, dict]:
-  """{name: {"metrics": ..., "run": ...}} of every results/<name>/ with a metrics.json."""
+  """{name: {"metrics": ..., "run": ...}} of every results/<name>/ with a metrics.json, and
+  {name: {"summary": ..., "run": ...}} of those with a summary.json."""
   runs = {}
-  for path in sorted(root.glob("*/metrics.json")):
+  for path in sorted(root.glob("*/metrics.json")) + sorted(root.glob("*/summary.json")):
     with open(path) as f:
-      metrics = json.load(f)
+      data = json.load(f)
     info = path.parent / "run.json"
     run = json.loads(info.read_text()) if info.is_file() else {}
-    runs[path.parent.name] = {"metrics": metrics, "run": run}
+    runs[path.parent.name] = {("metrics" if path.name == "metrics.json" else "summary"): data,
+                              "run": run}
   return runs
+
+
+def summary_value(entry: dict, key: str) -> tuple[float | None, float | None]:
+  """(mean, SD) of a SummaryTable column key in one aggregate entry."""
+  group, _, name = key.rpartition(":")
+  if group:
+    return entry.get(group, {}).get(name), entry.get(f"{group}_sd", {}).get(name)
+  return entry.get(key), entry.get(f"{key}_sd")
+
+
+def _pm_cell(mean, sd, fmt: str) -> str:
+  cell = _cell(mean, fmt)
+  return cell if cell == "–" or not isinstance(sd, (int, float)) else f"{cell} ± {format(sd, fmt)}"
+
+
+def _how_made(table, chosen: dict, compact: bool) -> list[str]:
+  """Lines under a table: its note and how each run was made (compact: a pointer to
+  docs/results.md instead, for README)."""
+  if compact:
+    return [(table.note + " " if table.note else "")
+            + "Commands, machines and dates: [docs/results.md](docs/results.md)."]
+  lines = [table.note] if table.note else []
+  for name, r in chosen.items():
+    run = r["run"]
+    made = ", ".join(f"{k} {run[k]}" for k in ("machine", "date", "wall_min", "commit")
+                     if k in run)
+    lines.append(f"- `{name}`: `{run.get('command', '?')}`" + (f" ({made})" if made else ""))
+  return lines
 
 
 def _cell(value, fmt: str) -> str:
@@ -91,33 +145,39 @@ def _cell(value, fmt: str) -> str:
   return format(value, fmt)
 
 
-def render_table(table: Table, runs: dict[str, dict], compact: bool = False) -> str:
-  """Markdown: one row per run of the table's prefix, then how each was made (compact:
-  a pointer to docs/results.md instead, for README)."""
-  chosen = {n: r for n, r in runs.items() if n.startswith(table.prefix)}
+def _metric_rows(table: Table, chosen: dict) -> list[str]:
+  header = ["| run | " + " | ".join(c.header for c in table.columns) + " |",
+            "|---|" + "---|" * len(table.columns)]
+  return header + [f"| {name} | " + " | ".join(_cell(r["metrics"].get(c.key), c.fmt)
+                                              for c in table.columns) + " |"
+                   for name, r in chosen.items()]
+
+
+def _summary_rows(table: SummaryTable, chosen: dict) -> list[str]:
+  lines = ["| study | loss | seeds | " + " | ".join(c.header for c in table.columns) + " |",
+           "|---|---|---|" + "---|" * len(table.columns)]
+  for name, r in chosen.items():
+    for e in r["summary"].get("aggregate", []):
+      label = e["loss"] + ("" if e.get("p") is None else f", p {e['p']:.1f}")
+      cells = [_pm_cell(*summary_value(e, c.key), c.fmt) for c in table.columns]
+      arch = "" if e.get("arch") in (None, "unet") else f" ({e['arch']})"
+      lines.append(f"| {name}{arch} | {label} | {e.get('n', '?')} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def render_table(table: Table | SummaryTable, runs: dict[str, dict], compact: bool = False
+                 ) -> str:
+  """Markdown: one row per run of the table's prefix (a SummaryTable: per aggregate entry of
+  each study, mean ± SD), then how each was made (compact: a pointer to docs/results.md
+  instead, for README)."""
+  kind = "summary" if isinstance(table, SummaryTable) else "metrics"
+  chosen = {n: r for n, r in runs.items() if n.startswith(table.prefix) and kind in r}
   lines = [f"**{table.title}** (generated by `python -m launch.results` from "
-           f"`results/{table.prefix}*/metrics.json`)", ""]
+           f"`results/{table.prefix}*/{kind}.json`)", ""]
   if not chosen:
-    lines.append("No run kept yet.")
-    return "\n".join(lines)
-  lines.append("| run | " + " | ".join(c.header for c in table.columns) + " |")
-  lines.append("|---|" + "---|" * len(table.columns))
-  for name, r in chosen.items():
-    cells = [_cell(r["metrics"].get(c.key), c.fmt) for c in table.columns]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  lines.append("")
-  if compact:
-    lines.append((table.note + " " if table.note else "")
-                 + "Commands, machines and dates: [docs/results.md](docs/results.md).")
-    return "\n".join(lines)
-  if table.note:
-    lines.append(table.note)
-  for name, r in chosen.items():
-    run = r["run"]
-    made = ", ".join(f"{k} {run[k]}" for k in ("machine", "date", "wall_min", "commit")
-                     if k in run)
-    lines.append(f"- `{name}`: `{run.get('command', '?')}`" + (f" ({made})" if made else ""))
-  return "\n".join(lines)
+    return "\n".join(lines + ["No run kept yet."])
+  rows = _summary_rows(table, chosen) if kind == "summary" else _metric_rows(table, chosen)
+  return "\n".join(lines + rows + [""] + _how_made(table, chosen, compact))
 
 
 DOC_INTRO = """# Results: where the numbers come from
@@ -169,14 +229,16 @@ def outputs(root: pathlib.Path = ROOT) -> dict[pathlib.Path, str]:
           readme: fill_readme(readme.read_text(), runs)}
 
 
-def add_run(name: str, workdir: str, command: str, wall_min: float | None = None) -> pathlib.Path:
-  """Copies WORKDIR/metrics.json to results/<name>/ with a run.json of how it was made."""
-  src = pathlib.Path(workdir) / "metrics.json"
+def add_run(name: str, workdir: str, command: str, wall_min: float | None = None,
+            file: str = "metrics.json") -> pathlib.Path:
+  """Copies WORKDIR/<file> (a run's metrics.json, or a `launch.seg_summary` study's
+  summary.json) to results/<name>/ with a run.json of how it was made."""
+  src = pathlib.Path(workdir) / file
   if not src.is_file():
-    raise FileNotFoundError(f"{src}: no metrics.json (has the run finished?)")
+    raise FileNotFoundError(f"{src}: no {file} (has the run finished?)")
   dst = RESULTS / name
   dst.mkdir(parents=True, exist_ok=True)
-  shutil.copyfile(src, dst / "metrics.json")
+  shutil.copyfile(src, dst / file)
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                           capture_output=True, check=False).stdout.strip()
   run = {"command": command, "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
@@ -191,10 +253,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  if f.add:
+  if f.add and f.add_summary:
+    raise app.UsageError("give --add or --add_summary, not both")
+  if f.add or f.add_summary:
     if not f.workdir or not f.command:
-      raise app.UsageError("--add needs --workdir and --command")
-    print(f"kept {add_run(f.add, f.workdir, f.command, f.wall_min)}")
+      raise app.UsageError("--add and --add_summary need --workdir and --command")
+    kept = add_run(f.add or f.add_summary, f.workdir, f.command, f.wall_min,
+                   "metrics.json" if f.add else "summary.json")
+    print(f"kept {kept}")
   stale = []
   for path, text in outputs().items():
     if path.is_file() and path.read_text() == text:
@@ -213,6 +279,8 @@ def main(argv):
 if __name__ == "__main__":
   flags.DEFINE_bool("check", False, "Only check that the generated files are up to date.")
   flags.DEFINE_string("add", None, "Keep a finished run as results/<add>/.")
+  flags.DEFINE_string("add_summary", None, "Keep a finished launch.seg_summary study "
+                      "(its summary.json) as results/<add_summary>/.")
   flags.DEFINE_string("workdir", None, "With --add: the run's workdir.")
   flags.DEFINE_string("command", None, "With --add: the command that made it.")
   flags.DEFINE_float("wall_min", None, "With --add: its wall time in minutes.")

@@ -172,9 +172,10 @@ class SegmentationTask:
                         "teacher_val_fg_dice": self._teacher_dice(params)}
 
   def _teacher_dice(self, params) -> float:
-    """The teacher's mean structure Dice on the held-out validation images with every
-    class annotated (NaN without such images)."""
-    rows = self.index["val"][self.sets["val"][self.index["val"]].all(1)]
+    """The teacher's mean structure Dice on the held-out validation images whose reader
+    annotates every class (withheld labels included: a diagnostic, never a selector;
+    NaN without such images)."""
+    rows = self.index["val"][self.sets["test"][self.index["val"]].all(1)]
     if not len(rows):
       return math.nan
     pred = self._predict_rows(params, rows)

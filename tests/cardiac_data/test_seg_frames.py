@@ -199,3 +199,17 @@ def test_withheld_fraction_is_per_patient():
   with pytest.raises(ValueError, match="unknown domain"):
     data_lib.assign_label_sets(data, ml_collections.ConfigDict(
         dict(cfg.to_dict(), withheld={"acdc": ("la",)})), 0)
+
+
+def test_unreadable_case_is_a_counted_skip(tree, tmp_path):
+  import shutil                                 # pylint: disable=g-import-not-at-top
+  from cardiac_data import builders             # pylint: disable=g-import-not-at-top
+  root = tmp_path / "echonet"
+  shutil.copytree(tree / "echonet", root)
+  video = sorted((root / "Videos").iterdir())[0]
+  video.write_bytes(video.read_bytes()[:200])              # truncated AVI
+  b = seg_frames.build("echonet_dynamic", root, tmp_path / "tfds", size=SIZE)
+  assert sum(b.info.splits[s].num_examples for s in b.info.splits) == 2 * 5
+  skipped = builders.skip_summary(b)
+  assert sum(n for split, counts in skipped.items() if split != "reader"
+             for reason, n in counts.items() if reason.startswith("case unreadable")) == 1

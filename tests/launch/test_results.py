@@ -30,3 +30,23 @@ def test_table_rows_come_from_metrics(tmp_path):
   doc = out[tmp_path / "docs" / "results.md"]
   assert "`python -m launch.train --config=X`" in doc
   assert "No run kept yet." in doc                       # the other methods
+
+
+def test_summary_table_shows_mean_and_sd(tmp_path):
+  study = tmp_path / "results" / "seg_exp1_camus"
+  study.mkdir(parents=True)
+  entry = {"arch": "unet", "loss": "cce", "p": None, "n": 2,
+           "dice_by_domain": {"camus/dice_lv": 0.9512, "unity/dice_lv": 0.7},
+           "dice_by_domain_sd": {"camus/dice_lv": 0.0041, "unity/dice_lv": 0.05}}
+  (study / "summary.json").write_text(json.dumps({"rows": [], "aggregate": [entry]}))
+  (study / "run.json").write_text(json.dumps({"command": "python -m launch.seg_summary X"}))
+  (tmp_path / "docs").mkdir()
+  (tmp_path / "README.md").write_text(
+      "<!-- results:segmentation_exp1 -->\n<!-- /results:segmentation_exp1 -->\n")
+  out = results.outputs(tmp_path)
+  row = next(line for line in out[tmp_path / "README.md"].splitlines()
+             if line.startswith("| seg_exp1_camus"))
+  # study, loss, seeds, CAMUS-like, Unity-like, EchoNet-like (absent: –)
+  assert row.split(" | ")[1:] == ["cce", "2", "0.951 ± 0.004", "0.700 ± 0.050", "– |"]
+  assert "`python -m launch.seg_summary X`" in out[tmp_path / "docs" / "results.md"]
+  assert results.summary_value(entry, "dice_by_domain:unity/dice_lv") == (0.7, 0.05)
