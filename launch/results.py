@@ -88,6 +88,14 @@ TABLES = (
             Column("LA (all)", "dice:la", ".3f"), Column("EF MAE discs", "ef_mae_discs", ".1f")),
         "The Unity-like domain's LA is withheld in training and validation."),
     SummaryTable(
+        "segmentation_table2", "Partial-label segmentation, inter-domain, the other architectures "
+        "(Table 2's grid; `seg_summary --archs=attention_unet,swin_unet`): test Dice, mean ± SD "
+        "over seeds", "seg_table2", (
+            Column("withheld LA (Unity-like)", "withheld_dice", ".3f"),
+            Column("LV", "dice:lv", ".3f"), Column("LVM", "dice:lvm", ".3f"),
+            Column("LA (all)", "dice:la", ".3f"), Column("EF MAE discs", "ef_mae_discs", ".1f")),
+        "U-Net: the table above."),
+    SummaryTable(
         "segmentation_exp1", "Experiment 1 (`configs/seg_partial.py:exp1_<domain>`, U-Net, CCE, "
         "LV only): test LV Dice per test domain, mean ± SD over seeds", "seg_exp1", (
             Column("CAMUS-like", "dice_by_domain:camus/dice_lv", ".3f"),
