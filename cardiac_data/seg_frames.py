@@ -57,6 +57,7 @@ from cardiac_data import builders
 from cardiac_data import errors
 from cardiac_data import pipeline
 from cardiac_data import records as records_lib
+from cardiac_data import sources as sources_lib
 
 NUM_CLASSES = 4
 STRUCTURES = ("lv", "lvm", "la")
@@ -440,7 +441,6 @@ def read_split(builder, split: str) -> dict[str, np.ndarray]:
 def source_root(data_cfg, name: str, src) -> pathlib.Path:
   """config.data.sources.<name>.root, else config.data.root/<name>, else the built-in
   scenario's <name>/ folder (`cardiac_data.synthetic.seg_domains`)."""
-  from cardiac_data import sources as sources_lib  # pylint: disable=g-import-not-at-top
   if src.root:
     root = pathlib.Path(os.path.expanduser(src.root))
     where = f"config.data.sources.{name}.root"
@@ -461,7 +461,6 @@ def load_domains(data_cfg, names: Sequence[str]) -> dict[str, Any]:
   other); phase int8; split int8 (index into SPLITS); spacing_mm float32 (N, 2);
   key list[str]; and 'domains' = names.
   """
-  from cardiac_data import sources as sources_lib  # pylint: disable=g-import-not-at-top
   parts = []
   for d, name in enumerate(names):
     if name not in data_cfg.sources:
