@@ -161,31 +161,13 @@ def read_unity_labels(path: str | os.PathLike) -> dict[str, dict[str, dict]]:
 # ------------------------------------------------------------------------------- curves
 
 
-def interpolate_curve(points, num: int = 100, straight: bool = False) -> np.ndarray:
-  """Points (x, y) along the curve through the control points.
+def interpolate_curve(points, num: int = 100) -> np.ndarray:
+  """`num` points (x, y) on the natural cubic spline through the control points,
+  parameterised by normalised cumulative chord length (2 points: the segment);
+  repeated consecutive control points are dropped. (A `straight_segment` curve needs
+  no interpolation: `frame_masks` rasterises the polygon of its control points.)
 
-  Both forms are parameterised by normalised cumulative chord length; repeated
-  consecutive control points are dropped.
-
-  Args:
-    points: (n, 2) control points (x, y), n ≥ 2.
-    num: number of evenly spaced samples (≥ 2).
-    straight: False: `num` points on the natural cubic spline through the control
-      points (2 points: the segment). True: the polyline through the control
-      points (`straight_segment`): `num` points evenly spaced by arc length merged
-      with the control points themselves, in order along the polyline, so that the
-      output passes exactly through every control point (no corner is cut). It then
-      holds between `num` and `num + n - 2` points (samples within 1e-9 of a
-      control point are replaced by that control point). Its polygon covers the
-      control points' polygon up to pixel centres lying exactly on an edge (the
-      inserted points are collinear only to rounding), so `frame_masks`
-      rasterises a straight-segment curve from its control points directly.
-
-  Returns:
-    (m, 2) float64.
-
-  Raises:
-    ValueError: fewer than 2 control points, all of them coincide, or num < 2.
+  Raises ValueError for fewer than 2 control points, coinciding ones, or num < 2.
   """
   p = np.asarray(points, np.float64)
   if p.ndim != 2 or p.shape[1] != 2 or len(p) < 2:
@@ -200,12 +182,6 @@ def interpolate_curve(points, num: int = 100, straight: bool = False) -> np.ndar
   t, p = chord[keep] / chord[-1], p[keep]
   t[-1] = 1.0
   u = np.linspace(0.0, 1.0, num)
-  if straight:
-    near = np.abs(u[:, None] - t[None, :]).min(1) < 1e-9
-    s = np.sort(np.r_[u[~near], t])
-    out = np.stack([np.interp(s, t, p[:, 0]), np.interp(s, t, p[:, 1])], 1)
-    out[np.searchsorted(s, t)] = p                 # exactly the control points
-    return out
   if len(t) == 2:
     return p[0] + u[:, None] * (p[1] - p[0])
   return interpolate.CubicSpline(t, p, bc_type="natural")(u)
@@ -228,8 +204,7 @@ def frame_masks(frame_labels: dict, shape, curves: dict | None = None,
     shape: (H, W) of the frame.
     curves: label id → curve name; default `STRUCTURE_CURVES`.
     num: samples along a spline curve (a straight-segment curve is rasterised as
-      the polygon of its control points, the polyline `interpolate_curve(...,
-      straight=True)` traces, exactly).
+      the polygon of its control points).
 
   Returns:
     (label map uint8 (H, W), label set bool[4] with background always True).

@@ -185,31 +185,11 @@ def test_straight_segments_give_the_polygon_of_the_vertices(tmp_path, vertices):
   assert (spline == 1).sum() > 0 and ((spline == 1) != polygon).sum() > 50
 
 
-def test_interpolate_straight_passes_through_the_vertices_evenly():
-  v = np.array([[10.0, 10.0], [10.0, 10.0], [70.0, 10.0], [70.0, 50.0], [20.3, 60.7]])
-  num = 41
-  out = unity.interpolate_curve(v, num, straight=True)
-  unique = np.delete(v, 1, axis=0)
-  assert num <= len(out) <= num + len(unique) - 2
-  for p in unique:                                           # every vertex, exactly
-    assert (out == p).all(1).any()
-  # In order along the polyline: arc length never goes back, total = polyline length.
-  step = np.hypot(*np.diff(out, axis=0).T)
-  length = np.hypot(*np.diff(unique, axis=0).T).sum()
-  assert step.min() > 0 and step.sum() == pytest.approx(length)
-  # Evenly spaced: the samples that are not vertices sit at multiples of L / (num - 1).
-  s = np.r_[0, np.cumsum(step)]
-  is_vertex = np.array([(o == unique).all(1).any() for o in out])
-  spacing = length / (num - 1)
-  np.testing.assert_allclose(s[~is_vertex] / spacing, np.round(s[~is_vertex] / spacing),
-                             atol=1e-6)
-  # With vertices off the pixel grid, its polygon is the vertices' polygon.
-  v = np.array([[20.3, 10.6], [90.2, 40.1], [30.7, 80.4], [12.1, 44.9]])
-  np.testing.assert_array_equal(
-      volumes.polygon_mask(unity.interpolate_curve(v, 300, straight=True), SHAPE),
-      volumes.polygon_mask(v, SHAPE))
+def test_interpolate_curve_errors():
   with pytest.raises(ValueError, match="coincide"):
-    unity.interpolate_curve([[1.0, 1.0], [1.0, 1.0]], 10, straight=True)
+    unity.interpolate_curve([[1.0, 1.0], [1.0, 1.0]], 10)
+  np.testing.assert_allclose(unity.interpolate_curve([[0.0, 0.0], [4.0, 2.0]], 3),
+                             [[0, 0], [2, 1], [4, 2]])
 
 
 def test_spline_through_circle_points_matches_the_disk():
@@ -220,7 +200,7 @@ def test_spline_through_circle_points_matches_the_disk():
   yy, xx = np.mgrid[:SHAPE[0], :SHAPE[1]]
   disk = (xx - cx) ** 2 + (yy - cy) ** 2 <= r ** 2
   assert _dice(path_mask, disk) > 0.98
-  # The control points' own polygon (straight) is a visibly worse disk.
+  # The control points' own polygon (a straight segment) is a visibly worse disk.
   assert _dice(volumes.polygon_mask(pts, SHAPE), disk) < _dice(path_mask, disk)
 
 
