@@ -5,6 +5,13 @@
                                      channel 0 = x (columns), 1 = y (rows)
   ROOT/ground_truth.json             (synthetic cohorts) RV insertion angle, Ecc curves
 
+Split folders: StrainNet distributes `data/train/` and `data/test_cine/` and no `val/`;
+`role_folders` maps roles (train/val/test) to folder names, and carves validation from
+training by a seeded split of the sample ids when no val folder is named (each sample id
+is taken as one subject: the layout names no subject). `ground_truth.json` is optional
+(`read_ground_truth(required=False)`): without an RV insertion angle a sample's
+segmental strain cannot be placed (see lamod_jax.task).
+
 Arrays come back time-first, as the JAX code uses them: mask (T, H, W) uint8 and
 displacement (T, 2, H, W) float32. MATLAB v7.3 (HDF5) files are not read.
 """
@@ -13,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+from typing import Mapping
 
 import numpy as np
 import scipy.io
@@ -76,10 +84,44 @@ def read_split(root, split: str) -> list[DenseSample]:
   return [read_sample(f) for f in split_folders(root, split)]
 
 
-def read_ground_truth(root) -> dict[str, dict]:
-  """ground_truth.json subjects keyed by id (RV insertion angle in degrees, Ecc curves)."""
+ROLES = ("train", "val", "test")
+
+
+def role_folders(root, folders: Mapping[str, str], *, val_fraction: float = 0.1,
+                 seed: int = 0) -> dict[str, list[pathlib.Path]]:
+  """{role: sample folders} for train/val/test from `folders` (role → folder name under
+  ROOT/data/). An empty 'val' carves round(val_fraction · n) (at least 1) of the
+  training samples, chosen by a seeded permutation of their sorted ids, into val."""
+  unknown = sorted(set(folders) - set(ROLES))
+  if unknown:
+    raise ValueError(f"split folders: unknown role(s) {unknown}; roles: {list(ROLES)}")
+  for role in ("train", "test"):
+    if not folders.get(role):
+      raise ValueError(f"split folders: the {role!r} role needs a folder name")
+  out = {role: split_folders(root, folders[role]) for role in ROLES if folders.get(role)}
+  if "val" not in out:
+    if not 0.0 < float(val_fraction) < 1.0:
+      raise ValueError(f"val_fraction must be in (0, 1) to carve validation from training, "
+                       f"got {val_fraction}")
+    train = out["train"]
+    if len(train) < 2:
+      raise DataFormatError(pathlib.Path(root) / "data" / folders["train"],
+                            "fewer than 2 training samples: no validation can be carved")
+    k = max(1, int(round(float(val_fraction) * len(train))))
+    perm = np.random.default_rng([int(seed), 41]).permutation(len(train))
+    val = set(perm[:k].tolist())
+    out["val"] = [f for i, f in enumerate(train) if i in val]
+    out["train"] = [f for i, f in enumerate(train) if i not in val]
+  return {role: out[role] for role in ROLES}
+
+
+def read_ground_truth(root, required: bool = True) -> dict[str, dict]:
+  """ground_truth.json subjects keyed by id (RV insertion angle in degrees, Ecc curves);
+  {} when the file is absent and not `required` (StrainNet's layout has none)."""
   path = pathlib.Path(root) / "ground_truth.json"
   if not path.is_file():
+    if not required:
+      return {}
     raise DataFormatError(path, "missing (the RV insertion angle per subject comes from it)")
   try:
     rows = json.loads(path.read_text())["subjects"]

@@ -4,6 +4,8 @@
   python -m launch.train --config=configs/lamod_dense.py:smoke --workdir=/tmp/lamod_smoke
   python -m launch.train --config=configs/lamod_dense.py:full --workdir=/tmp/lamod_full \\
       --config.data.root=/data/strainnet   # ROOT/data/{train,val,test}/<id>/ + ground_truth.json
+  python -m launch.train --config=configs/lamod_dense.py:full --config.data.root=/data/StrainNet \\
+      --config.data.split_folders.val= --config.data.split_folders.test=test_cine   # as distributed
 
 Variants: '' (default, CPU-sized: 8 of the 40 frames, a 32² registration grid, small
 nets, T = 100 diffusion steps; under 20 minutes on 2 cores), 'smoke' (a minute), 'full'
@@ -26,6 +28,13 @@ def get_config(arg: str | None = None):
   c.data = common.synthetic_data("dense", num_subjects=160)
   c.data.synthetic.size = 48        # DENSE grid (StrainNet: 48 × 48).
   c.data.synthetic.frames = 40      # Frames per cycle (LaMoD's DENSE data: 40).
+  # Folders under ROOT/data/ per role. StrainNet as distributed: train='train',
+  # val='' (carved from train: val_fraction of the samples, seeded by split_seed),
+  # test='test_cine'. Without ground_truth.json (or a sample's RV insertion angle in it)
+  # segmental metrics skip that sample, counted as segmental_skipped_no_rv.
+  c.data.split_folders = ml_collections.ConfigDict(dict(train="train", val="val", test="test"))
+  c.data.val_fraction = 0.1
+  c.data.split_seed = 0
   c.data.frames = 8                 # Frames used (evenly spaced; frame 0 = reference).
   c.data.reg_size = 32              # Registration grid (the paper: 128 at 1 mm).
   c.data.batch_size = 8

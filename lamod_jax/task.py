@@ -81,21 +81,21 @@ def to_dense_grid(u, size: tuple[int, int]):
   return out * scale
 
 
-def load_split(root, split: str, frames: int, reg_size: int, rv: dict) -> dict:
-  """Arrays of one split: masks (N, F, H, W), reg (N, F, r, r), disp (N, F−1, 2, H, W),
-  support (N, H, W) (the label's nonzero support, else the frame-0 mask), rv (N,) rad."""
+def load_split(folders, frames: int, reg_size: int, rv: dict) -> dict:
+  """Arrays of the sample `folders` of one split: masks (N, F, H, W), reg (N, F, r, r),
+  disp (N, F−1, 2, H, W), support (N, H, W) (the label's nonzero support, else the
+  frame-0 mask), rv (N,) rad (NaN: no RV insertion angle for that sample, see
+  `LaMoDTask.segmental`)."""
   out = {k: [] for k in ("masks", "disp", "support", "rv")}
   ids = []
-  for s in dense.read_split(root, split):
-    if s.id not in rv:
-      raise ValueError(f"{root}/ground_truth.json: no RV insertion angle for sample "
-                       f"{split}/{s.id}")
+  for folder in folders:
+    s = dense.read_sample(folder)
     idx = frame_indices(s.mask.shape[0], frames)
     support = np.any(s.displacement != 0, axis=(0, 1))
     out["masks"].append(s.mask[idx].astype(np.float32))
     out["disp"].append(s.displacement[idx[1:]])
     out["support"].append((support if support.any() else s.mask[0] > 0).astype(np.float32))
-    out["rv"].append(math.radians(rv[s.id]))
+    out["rv"].append(math.radians(rv[s.id]) if s.id in rv else math.nan)
     ids.append(s.id)
   arrays = {k: np.stack(v).astype(np.float32) for k, v in out.items()}
   arrays["reg"] = resize_masks(arrays["masks"], reg_size)
@@ -155,11 +155,17 @@ class LaMoDTask:
     self.workdir = workdir
     d, m, df = config.data, config.model, config.diffusion
     self.root = sources_lib.dataset_root(d)
-    rv = {k: v["rv_insertion_deg"] for k, v in dense.read_ground_truth(self.root).items()}
-    self.data = {s: load_split(self.root, s, d.frames, d.reg_size, rv)
+    self.ground_truth = dense.read_ground_truth(self.root, required=False)
+    rv = {k: v["rv_insertion_deg"] for k, v in self.ground_truth.items()}
+    folders = dense.role_folders(self.root, dict(d.split_folders), val_fraction=d.val_fraction,
+                                 seed=d.split_seed)
+    self.data = {s: load_split(folders[s], d.frames, d.reg_size, rv)
                  for s in ("train", "val", "test")}
     for s, arr in self.data.items():
-      logging.info("LaMoD %s: %d samples, %d frames", s, len(arr["ids"]), d.frames)
+      no_rv = int(np.isnan(arr["rv"]).sum())
+      logging.info("LaMoD %s: %d samples, %d frames%s", s, len(arr["ids"]), d.frames,
+                   f"; {no_rv} without an RV insertion angle (global strain only)"
+                   if no_rv else "")
     self.dense_size = tuple(self.data["train"]["masks"].shape[-2:])
     if m.dtype not in DTYPES:
       raise ValueError(f"config.model.dtype: {m.dtype!r} is not one of {DTYPES}")
@@ -382,9 +388,13 @@ class LaMoDTask:
     return self._true_ecc[split]
 
   def segmental(self, disp, split: str) -> np.ndarray:
+    """Segmental Ecc (N, F−1, 6). A sample without an RV insertion angle is divided from
+    angle 0: its segment means still average to its global Ecc (global peak Ecc error),
+    but its segmental errors are NaN in `evaluate` (skipped, counted)."""
     arr = self.data[split]
+    rv = np.nan_to_num(arr["rv"], nan=0.0)
     return np.asarray(self._segmental(jnp.asarray(disp), jnp.asarray(arr["support"]),
-                                      jnp.asarray(arr["rv"])))
+                                      jnp.asarray(rv)))
 
   def evaluate(self, params, rng, split, *, final, workdir):
     arr = self.data[split]
@@ -396,9 +406,12 @@ class LaMoDTask:
                                                      arr["support"][:, None]))
       seg = self.segmental(preds[m] * arr["support"][:, None, None], split)
       errs = jax.vmap(strain.strain_errors)(jnp.asarray(seg), jnp.asarray(true_seg))
-      out[f"{m}/segmental_ecc_mae"] = float(np.nanmean(errs["segmental_ecc_mae"]))
+      placed = ~np.isnan(arr["rv"])
+      seg_mae = np.asarray(errs["segmental_ecc_mae"])[placed]
+      out[f"{m}/segmental_ecc_mae"] = float(np.nanmean(seg_mae)) if seg_mae.size else math.nan
       out[f"{m}/global_peak_ecc_error"] = float(np.nanmean(errs["global_peak_ecc_error"]))
       curves[m] = seg
+    out["segmental_skipped_no_rv"] = int(np.isnan(arr["rv"]).sum())
     if final:
       from lamod_jax import reports  # pylint: disable=g-import-not-at-top
       reports.write_plots(os.path.join(workdir, "plots"), split, arr, preds, curves, true_seg,
@@ -406,8 +419,7 @@ class LaMoDTask:
     return out
 
   def _patterns(self, split: str) -> list[str]:
-    gt = dense.read_ground_truth(self.root)
-    return [gt[i].get("pattern", "") for i in self.data[split]["ids"]]
+    return [self.ground_truth.get(i, {}).get("pattern", "") for i in self.data[split]["ids"]]
 
   def meta(self):
     return {"frames": int(self.config.data.frames), "reg_size": int(self.config.data.reg_size),

@@ -132,3 +132,25 @@ def test_lbbb_is_dyssynchronous():
     lags[s["pattern"]].append(peaks[[4, 5]].mean() - peaks[[1, 2]].mean())
   assert lags["healthy"] and lags["lbbb"]
   assert np.mean(lags["lbbb"]) > 6 and abs(np.mean(lags["healthy"])) < 2
+
+
+def test_role_folders_carve_validation_from_training(tmp_path):
+  for name in ("train", "test_cine"):
+    for i in range(10 if name == "train" else 3):
+      (tmp_path / "data" / name / f"{i + 1:04d}").mkdir(parents=True)
+  roles = dense.role_folders(tmp_path, {"train": "train", "val": "", "test": "test_cine"},
+                             val_fraction=0.2, seed=5)
+  names = {r: [f.name for f in fs] for r, fs in roles.items()}
+  assert len(names["val"]) == 2 and len(names["train"]) == 8 and len(names["test"]) == 3
+  assert sorted(names["val"] + names["train"]) == [f"{i:04d}" for i in range(1, 11)]
+  again = dense.role_folders(tmp_path, {"train": "train", "val": "", "test": "test_cine"},
+                             val_fraction=0.2, seed=5)
+  assert again == roles                                   # seeded
+  other = dense.role_folders(tmp_path, {"train": "train", "val": "", "test": "test_cine"},
+                             val_fraction=0.2, seed=6)
+  assert other["val"] != roles["val"]
+  with pytest.raises(DataFormatError, match="no such split folder"):
+    dense.role_folders(tmp_path, {"train": "train", "val": "val", "test": "test_cine"})
+  with pytest.raises(ValueError, match="unknown role"):
+    dense.role_folders(tmp_path, {"train": "train", "validation": "", "test": "test_cine"})
+  assert dense.read_ground_truth(tmp_path, required=False) == {}

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -82,3 +84,48 @@ def test_smoke_run(tmp_path, monkeypatch):
     bad = lamod_dense.get_config("smoke")
     bad.diffusion.training = "shortcut"
     task_lib.LaMoDTask(bad, str(tmp_path))
+
+
+def test_strainnet_layout_as_distributed(tmp_path):
+  """data/train/ and data/test_cine/, no val/, and RV insertion angles for only some
+  samples: validation is carved from training, and the samples without an angle are left
+  out of the segmental metrics (counted), not a crash."""
+  import shutil                                         # pylint: disable=g-import-not-at-top
+  from cardiac_data.synthetic import dense_writer       # pylint: disable=g-import-not-at-top
+  root = tmp_path / "StrainNet"
+  dense_writer.write_dense(root, 12, seed=2, workers=1, size=32, frames=8)
+  data = root / "data"
+  for folder in (data / "val").iterdir():
+    shutil.move(str(folder), data / "train" / folder.name)
+  (data / "val").rmdir()
+  (data / "test").rename(data / "test_cine")
+  gt = json.loads((root / "ground_truth.json").read_text())
+  test_ids = sorted(f.name for f in (data / "test_cine").iterdir())
+  gt["subjects"] = [s for s in gt["subjects"] if s["subject"] != test_ids[0]]
+  (root / "ground_truth.json").write_text(json.dumps(gt))
+  config = lamod_dense.get_config("smoke")
+  config.data.root = str(root)
+  config.data.split_folders.val = ""
+  config.data.split_folders.test = "test_cine"
+  config.data.val_fraction = 0.2
+  task = task_lib.LaMoDTask(config, str(tmp_path))
+  n_train = 12 - len(test_ids)
+  assert len(task.data["val"]["ids"]) == round(0.2 * n_train)
+  assert sorted(task.data["train"]["ids"] + task.data["val"]["ids"]) == sorted(
+      f.name for f in (data / "train").iterdir())
+  assert np.isnan(task.data["test"]["rv"]).sum() == 1
+  config.num_steps = config.pretrain.steps + 1
+  res = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert res["test/segmental_skipped_no_rv"] == 1
+  for method in task_lib.METHODS:
+    for name in ("epe", "segmental_ecc_mae", "global_peak_ecc_error"):
+      assert np.isfinite(res[f"test/{method}/{name}"])
+  # Without ground_truth.json at all: global strain only.
+  (root / "ground_truth.json").unlink()
+  task = task_lib.LaMoDTask(config, str(tmp_path))
+  assert np.isnan(task.data["test"]["rv"]).all()
+  out = task.evaluate(task.init(jax.random.key(0), task.example_batch()), jax.random.key(1),
+                      "test", final=False, workdir=str(tmp_path))
+  assert out["segmental_skipped_no_rv"] == len(test_ids)
+  assert math.isnan(out["lamod/segmental_ecc_mae"])
+  assert np.isfinite(out["lamod/global_peak_ecc_error"]) and np.isfinite(out["lamod/epe"])
