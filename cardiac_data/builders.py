@@ -47,7 +47,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from absl import logging
 import cv2
@@ -207,15 +207,16 @@ def _load_or_error(rec: records_lib.EchoRecord) -> np.ndarray | Exception:
     return e
 
 
-def _decode_ahead(recs: Sequence[records_lib.EchoRecord], threads: int | None = None
-                  ) -> Iterator[np.ndarray | Exception]:
-  """Clips (or the per-item error) in order, decoded by a few threads ahead of use
-  (OpenCV and zlib release the GIL); at most 2·threads clips are held."""
+def load_ahead(items: Sequence[Any], load: Callable[[Any], Any], threads: int | None = None
+               ) -> Iterator[Any]:
+  """`load(item)` of each item in order, run by a few threads ahead of use (OpenCV, zlib
+  and the NIfTI/PNG readers release the GIL); at most 2·threads results are held. `load`
+  returns a per-item error instead of raising it (as `_load_or_error`)."""
   threads = threads or min(8, os.cpu_count() or 1)
   with concurrent.futures.ThreadPoolExecutor(threads) as pool:
     pending = collections.deque()
-    for rec in recs:
-      pending.append(pool.submit(_load_or_error, rec))
+    for item in items:
+      pending.append(pool.submit(load, item))
       if len(pending) >= 2 * threads:
         yield pending.popleft().result()
     while pending:
@@ -384,7 +385,7 @@ class _EchoBuilder(tfds.core.GeneratorBasedBuilder):
     resized = masks_unreadable = 0
     key = 0
     start = last_log = time.monotonic()
-    for i, (rec, video) in enumerate(zip(recs, _decode_ahead(recs))):
+    for i, (rec, video) in enumerate(zip(recs, load_ahead(recs, _load_or_error))):
       if time.monotonic() - last_log > BUILD_PROGRESS_S:
         last_log = time.monotonic()
         logging.info("%s/%s: split %s: %d/%d videos", self.name, cfg.name, split, i, len(recs))

@@ -87,8 +87,8 @@ def read_split(root, split: str) -> list[DenseSample]:
 ROLES = ("train", "val", "test")
 
 
-def role_folders(root, folders: Mapping[str, str], *, val_fraction: float = 0.1,
-                 seed: int = 0) -> dict[str, list[pathlib.Path]]:
+def role_folders(root, folders: Mapping[str, str], *, val_fraction: float,
+                 seed: int) -> dict[str, list[pathlib.Path]]:
   """{role: sample folders} for train/val/test from `folders` (role → folder name under
   ROOT/data/). An empty 'val' carves round(val_fraction · n) (at least 1) of the
   training samples, chosen by a seeded permutation of their sorted ids, into val."""

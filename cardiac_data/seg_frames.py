@@ -37,8 +37,6 @@ domain name → dataset, root and reader options) and returns the frames as arra
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -47,7 +45,7 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -266,19 +264,6 @@ def _load_or_error(case: Case) -> list[dict] | Exception:
     return e
 
 
-def _load_ahead(cases: Sequence[Case], threads: int | None = None) -> Iterator:
-  """Each case's frames (or its error) in order, loaded by a few threads ahead."""
-  threads = threads or min(8, os.cpu_count() or 1)
-  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-    pending = collections.deque()
-    for case in cases:
-      pending.append(pool.submit(_load_or_error, case))
-      if len(pending) >= 2 * threads:
-        yield pending.popleft().result()
-    while pending:
-      yield pending.popleft().result()
-
-
 def square_spacing(spacing, shape, size: int) -> np.ndarray:
   """(row, col) spacing of an (H, W) image after zero-padding to max(H, W) and resizing
   to size×size."""
@@ -360,7 +345,7 @@ class _SegBuilder(tfds.core.GeneratorBasedBuilder):
     size = self.builder_config.size
     log = errors.SkipLog(f"{self.name}/{split}")
     key, start, last = 0, time.monotonic(), time.monotonic()
-    for i, (case, frames) in enumerate(zip(cases, _load_ahead(cases))):
+    for i, (case, frames) in enumerate(zip(cases, builders.load_ahead(cases, _load_or_error))):
       if time.monotonic() - last > builders.BUILD_PROGRESS_S:
         last = time.monotonic()
         logging.info("%s: split %s: %d/%d cases", self.name, split, i, len(cases))

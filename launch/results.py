@@ -62,6 +62,12 @@ class SummaryTable:
   note: str = ""
 
 
+#: Columns of the inter-domain segmentation studies (the withheld structure first).
+_SEG_COLUMNS = (Column("withheld LA (Unity-like)", "withheld_dice", ".3f"),
+                Column("LV", "dice:lv", ".3f"), Column("LVM", "dice:lvm", ".3f"),
+                Column("LA (all)", "dice:la", ".3f"),
+                Column("EF MAE discs", "ef_mae_discs", ".1f"))
+
 TABLES = (
     Table("mcsdr", "MCSDR, default job (`configs/pediatric.py`): test split, K = 40, DDIM-10, "
           "best checkpoint", "mcsdr_pediatric", (
@@ -82,18 +88,12 @@ TABLES = (
         Column("regression seg. Ecc MAE", "test/regression/segmental_ecc_mae", ".4f"))),
     SummaryTable(
         "segmentation_seeds", "Partial-label segmentation, inter-domain (`configs/seg_partial.py:"
-        "inter`, U-Net): test Dice, mean ± SD over seeds", "seg_inter", (
-            Column("withheld LA (Unity-like)", "withheld_dice", ".3f"),
-            Column("LV", "dice:lv", ".3f"), Column("LVM", "dice:lvm", ".3f"),
-            Column("LA (all)", "dice:la", ".3f"), Column("EF MAE discs", "ef_mae_discs", ".1f")),
+        "inter`, U-Net): test Dice, mean ± SD over seeds", "seg_inter", _SEG_COLUMNS,
         "The Unity-like domain's LA is withheld in training and validation."),
     SummaryTable(
         "segmentation_table2", "Partial-label segmentation, inter-domain, the other architectures "
         "(Table 2's grid; `seg_summary --archs=attention_unet,swin_unet`): test Dice, mean ± SD "
-        "over seeds", "seg_table2", (
-            Column("withheld LA (Unity-like)", "withheld_dice", ".3f"),
-            Column("LV", "dice:lv", ".3f"), Column("LVM", "dice:lvm", ".3f"),
-            Column("LA (all)", "dice:la", ".3f"), Column("EF MAE discs", "ef_mae_discs", ".1f")),
+        "over seeds", "seg_table2", _SEG_COLUMNS,
         "U-Net: the table above."),
     SummaryTable(
         "segmentation_exp1", "Experiment 1 (`configs/seg_partial.py:exp1_<domain>`, U-Net, CCE, "

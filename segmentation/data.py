@@ -32,8 +32,7 @@ def assign_label_sets(data: dict, data_cfg, seed: int) -> dict:
   1) of their patients (seeded, so ED and ES of a patient agree). Domains are
   `data['domains']` (names), indexed by `data['domain']`.
   """
-  full = np.asarray(data["label_set"], bool).copy()
-  full[:, 0] = True
+  full = np.asarray(data["label_set"], bool)
   partial = full.copy()
   names = list(data["domains"])
   withheld = dict(data_cfg.withheld)

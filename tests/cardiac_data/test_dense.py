@@ -150,7 +150,9 @@ def test_role_folders_carve_validation_from_training(tmp_path):
                              val_fraction=0.2, seed=6)
   assert other["val"] != roles["val"]
   with pytest.raises(DataFormatError, match="no such split folder"):
-    dense.role_folders(tmp_path, {"train": "train", "val": "val", "test": "test_cine"})
+    dense.role_folders(tmp_path, {"train": "train", "val": "val", "test": "test_cine"},
+                       val_fraction=0.2, seed=5)
   with pytest.raises(ValueError, match="unknown role"):
-    dense.role_folders(tmp_path, {"train": "train", "validation": "", "test": "test_cine"})
+    dense.role_folders(tmp_path, {"train": "train", "validation": "", "test": "test_cine"},
+                       val_fraction=0.2, seed=5)
   assert dense.read_ground_truth(tmp_path, required=False) == {}

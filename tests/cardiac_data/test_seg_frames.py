@@ -143,6 +143,7 @@ def test_train_from_mixed_real_layouts(tmp_path):
   echonet_writer.write_echonet_pediatric(root / "pediatric", 12, seed=5, workers=1, size=112)
   c = seg_partial.get_config("all3,smoke,marginal")
   c.data.cache_dir = str(tmp_path / "cache")
+  c.data.tfds_dir = str(tmp_path / "tfds")
   c.data.root = str(root)
   c.data.sources.pediatric = ml_collections.ConfigDict(dict(
       dataset="echonet_pediatric", root="", view="A4C", test_fold=0, strict=False))
@@ -173,9 +174,20 @@ def test_train_from_mixed_real_layouts(tmp_path):
   rows = np.array([names[d] == "unity" for d in data["domain"]])
   assert not task.sets["train"][rows, 3].any()
   np.testing.assert_array_equal(task.sets["test"][rows], data["label_set"][rows])
+  # Every build went to config.data.tfds_dir, none to the cache's default folder.
+  assert {p.name for p in (tmp_path / "tfds").iterdir()} >= {
+      "seg_camus", "seg_unity", "seg_echonet_dynamic", "seg_echonet_pediatric"}
+  assert not (tmp_path / "cache" / "tfds").exists()
   metrics = loop.train_and_evaluate(c, str(tmp_path / "run"))
   assert metrics["step"] == 2
   assert all(f"test/{d}/dice_lv" in metrics for d in c.data.domains)
+  # HD in mm over the CAMUS images only: the others have no pixel spacing (counted).
+  n_test = {d: int(np.sum((data["split"] == 2) & (data["domain"] == names.index(d))))
+            for d in names}
+  assert metrics["test/hd_no_spacing"] == n_test["unity"] * 3 + (
+      n_test["echonet"] + n_test["pediatric"]) - sum(
+          not expect[k][c_] for k in expect for c_ in (1, 2, 3)
+          if data["split"][data["key"].index(k)] == 2)
 
 
 def test_missing_root_and_unknown_domain(tmp_path):
@@ -213,3 +225,29 @@ def test_unreadable_case_is_a_counted_skip(tree, tmp_path):
   skipped = builders.skip_summary(b)
   assert sum(n for split, counts in skipped.items() if split != "reader"
              for reason, n in counts.items() if reason.startswith("case unreadable")) == 1
+
+
+def test_config_sources_keep_the_reader_defaults():
+  """configs/seg_partial.py lists every reader option so that flags can set it; its values
+  must be the readers' defaults (one default, and the default build keeps its name)."""
+  c = seg_partial.get_config("inter")
+  for name, src in c.data.sources.items():
+    options = {k: v for k, v in src.to_dict().items() if k not in ("dataset", "root")}
+    defaults = seg_frames.OPTIONS[src.dataset]
+    assert {k: defaults[k] for k in options} == seg_frames.check_options(src.dataset, options)
+    assert set(options) <= set(defaults), name
+
+
+def test_eval_domains_add_unseen_test_domains(tmp_path):
+  """exp1_camus trains and validates on the CAMUS-like domain only, and tests on all three."""
+  from segmentation import task as seg_task     # pylint: disable=g-import-not-at-top
+  c = seg_partial.get_config("exp1_camus,smoke")
+  c.data.cache_dir = str(tmp_path / "cache")
+  task = seg_task.SegmentationTask(c, str(tmp_path))
+  dom = task.data["domain"]
+  assert task.domains == ("camus", "unity", "echonet")
+  assert set(dom[task.index["train"]]) == set(dom[task.index["val"]]) == {0}
+  assert set(dom[task.index["test"]]) == {0, 1, 2}
+  c = seg_partial.get_config("inter,smoke")
+  c.data.cache_dir = str(tmp_path / "cache")
+  assert seg_task.SegmentationTask(c, str(tmp_path)).domains == ("camus", "unity")
