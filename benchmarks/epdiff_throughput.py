@@ -2,7 +2,7 @@
 
   python -m benchmarks.epdiff_throughput [--sizes=128] [--batches=1,4,16,64]
       [--integrators=euler,rk4] [--steps=10] [--modes=forward,forward_grad]
-      [--repeats=3] [--no_numpy] [--json=PATH]
+      [--shootings=full,flash] [--band_limit=7] [--repeats=3] [--no_numpy] [--json=PATH]
 
 (argparse, no absl flags at import, so run_all.py can import `run` safely.)
 
@@ -12,6 +12,13 @@ default config: α = 2, γ = 1, s = 2, conservative ad*, φ⁻¹ by transport), 
 shooting v0 over `--steps` steps, integrating φ₁⁻¹ and warping the source:
   * forward: `jit(vmap(objective))` over a batch of pairs, float32;
   * forward_grad: `jit(vmap(value_and_grad(objective)))` (jax.checkpoint per step).
+Shootings (`--shootings`, rows keyed by `shooting`): "full" = EPDiff on the full grid
+(form="eulerian", the default), "flash" = FLASH's band-limited shooting
+(`lamod_jax.flash`, form="flash", modes |k| ≤ `--band_limit` per axis, 7 → 15²): EPDiff
+and both maps in the band, then one synthesis of φ₁⁻¹ and one warp on the full grid.
+Flash rows also report their accuracy against full-grid shooting (full metric) of the
+same band-limited v0 = P v0 on the same pairs: relative L2 errors of φ₁⁻¹ − id
+(`phi_inv_rel_err`) and of the warped source (`warped_rel_err`).
 Baselines, in the same process:
   * numpy: a straightforward numpy float64 implementation of the same forward
     computation (np.fft for K, np.roll differences, the same integrators),
@@ -127,28 +134,70 @@ def _best_time(fn, args, repeats: int) -> tuple[float, float]:
   return first - best, best   # (first-call overhead ≈ compile time, best time)
 
 
+SHOOTINGS = ("full", "flash")
+
+
+def _config(shooting: str, integrator: str, n_steps: int, band_limit: int):
+  from lamod_jax import registration  # pylint: disable=g-import-not-at-top
+  from lamod_jax.metric import Metric  # pylint: disable=g-import-not-at-top
+  if shooting == "full":
+    return registration.RegistrationConfig(integrator=integrator, n_steps=n_steps,
+                                           sigma=SIGMA)
+  return registration.RegistrationConfig(
+      form="flash", metric=Metric(alpha=ALPHA, gamma=GAMMA, s=2.0, band_limit=band_limit),
+      integrator=integrator, n_steps=n_steps, sigma=SIGMA)
+
+
+def flash_accuracy(v0s, srcs, integrator: str, n_steps: int, band_limit: int) -> dict:
+  """Relative L2 errors of the flash form against full-grid shooting of P v0 (the same
+  band-limited v0, full metric): φ₁⁻¹ − id and S∘φ₁⁻¹, over a batch of pairs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from lamod_jax import epdiff  # pylint: disable=g-import-not-at-top
+  from lamod_jax import flash  # pylint: disable=g-import-not-at-top
+  from lamod_jax import registration  # pylint: disable=g-import-not-at-top
+  full_cfg = _config("full", integrator, n_steps, band_limit)
+  flash_cfg = _config("flash", integrator, n_steps, band_limit)
+  band = flash.band_of(flash_cfg.metric, v0s.shape[2:])
+
+  def maps(v0, src):
+    pv0 = band.from_band(band.to_band(v0))
+    out = []
+    for cfg, v in ((full_cfg, pv0), (flash_cfg, v0)):
+      phi_inv = registration.end_maps(v, cfg)[0]
+      out += [epdiff.displacement(phi_inv), epdiff.warp(src, phi_inv, cfg.boundary)]
+    return out
+
+  u_full, w_full, u_flash, w_flash = jax.jit(jax.vmap(maps))(v0s, srcs)
+  rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))  # noqa: E731
+  return {"phi_inv_rel_err": rel(u_flash, u_full), "warped_rel_err": rel(w_flash, w_full)}
+
+
 def run(sizes=(128,), batches=(1, 4, 16, 64), integrators=("euler", "rk4"),
         n_steps: int = 10, modes=("forward", "forward_grad"), repeats: int = 3,
-        numpy_baseline: bool = True) -> dict:
-  """Times every configuration; returns {'device', ..., 'rows': [...]}."""
+        numpy_baseline: bool = True, shootings=("full",), band_limit: int = 7) -> dict:
+  """Times every configuration; returns {'device', ..., 'rows': [...]}.
+
+  `shootings` ("full", "flash") are timed side by side in this process; flash rows
+  use the modes |k| ≤ band_limit and carry their accuracy against the full grid.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from lamod_jax import registration  # pylint: disable=g-import-not-at-top
+  for shooting in shootings:
+    if shooting not in SHOOTINGS:
+      raise ValueError(f"shootings: {shooting!r} is not one of {SHOOTINGS}")
 
   out = {"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
          "cpu": cpu_name(), "jax": jax.__version__, "n_steps": n_steps,
          "workload": "registration.objective per pair (shoot v0, phi_inv, warp), float32",
-         "rows": []}
+         "shootings": tuple(shootings), "band_limit": band_limit, "rows": []}
   for n in sizes:
     for integrator in integrators:
-      cfg = registration.RegistrationConfig(integrator=integrator, n_steps=n_steps,
-                                            sigma=SIGMA)
-      obj = functools.partial(registration.objective, config=cfg)
-      fns = {"forward": jax.jit(jax.vmap(obj)),
-             "forward_grad": jax.jit(jax.vmap(jax.value_and_grad(obj)))}
-      np_ms, check = None, None
+      np_ms, ref, np_pairs = None, None, None
       if numpy_baseline:
-        v0s, srcs, tgts = make_pairs(n, 2)
+        np_pairs = make_pairs(n, 2)
+        v0s, srcs, tgts = np_pairs
         ref, times = [], []
         for i in range(max(2, repeats)):   # best of several single-pair calls
           t0 = time.perf_counter()
@@ -156,35 +205,58 @@ def run(sizes=(128,), batches=(1, 4, 16, 64), integrators=("euler", "rk4"),
           times.append(time.perf_counter() - t0)
           ref = ref + [e] if i < 2 else ref
         np_ms = min(times) * 1e3
-        got = fns["forward"](*(jnp.asarray(a, jnp.float32) for a in (v0s, srcs, tgts)))
-        check = float(np.max(np.abs(np.asarray(got) - ref) / np.abs(ref)))
-      for mode in modes:
-        batch1_ms = None
-        for batch in batches:
-          args = tuple(jnp.asarray(a, jnp.float32) for a in make_pairs(n, batch))
-          compile_s, best = _best_time(fns[mode], args, repeats)
-          ms = best / batch * 1e3
-          batch1_ms = ms if batch == batches[0] else batch1_ms
-          row = {"size": n, "integrator": integrator, "mode": mode, "batch": batch,
-                 "ms_per_pair": ms, "pairs_per_s": 1e3 / ms, "compile_s": compile_s,
-                 "speedup_vs_batch1": batch1_ms / ms if batches[0] == 1 else None,
-                 "numpy_ms_per_pair": np_ms,
-                 "speedup_vs_numpy": (np_ms / ms) if (np_ms and mode == "forward") else None,
-                 "numpy_rel_diff": check}
-          out["rows"].append(row)
-          print(_format_row(row), flush=True)
+      for shooting in shootings:
+        cfg = _config(shooting, integrator, n_steps, band_limit)
+        obj = functools.partial(registration.objective, config=cfg)
+        fns = {"forward": jax.jit(jax.vmap(obj)),
+               "forward_grad": jax.jit(jax.vmap(jax.value_and_grad(obj)))}
+        check = None   # the numpy reference is the full-grid scheme
+        if numpy_baseline and shooting == "full":
+          got = fns["forward"](*(jnp.asarray(a, jnp.float32) for a in np_pairs))
+          check = float(np.max(np.abs(np.asarray(got) - ref) / np.abs(ref)))
+        accuracy = {}
+        for mode in modes:
+          batch1_ms = None
+          for batch in batches:
+            args = tuple(jnp.asarray(a, jnp.float32) for a in make_pairs(n, batch))
+            compile_s, best = _best_time(fns[mode], args, repeats)
+            ms = best / batch * 1e3
+            batch1_ms = ms if batch == batches[0] else batch1_ms
+            if shooting == "flash" and batch not in accuracy:
+              accuracy[batch] = flash_accuracy(args[0], args[1], integrator, n_steps,
+                                               band_limit)
+            acc = accuracy.get(batch, {})
+            row = {"size": n, "integrator": integrator, "mode": mode, "batch": batch,
+                   "ms_per_pair": ms, "pairs_per_s": 1e3 / ms, "compile_s": compile_s,
+                   "speedup_vs_batch1": batch1_ms / ms if batches[0] == 1 else None,
+                   "numpy_ms_per_pair": np_ms,
+                   "speedup_vs_numpy": (np_ms / ms) if (np_ms and mode == "forward") else None,
+                   "numpy_rel_diff": check, "shooting": shooting,
+                   "band_limit": band_limit if shooting == "flash" else None,
+                   "phi_inv_rel_err": acc.get("phi_inv_rel_err"),
+                   "warped_rel_err": acc.get("warped_rel_err")}
+            out["rows"].append(row)
+            print(_format_row(row), flush=True)
   return out
 
 
 def _format_row(row: dict) -> str:
-  s = (f"{row['size']:4d}² {row['integrator']:5s} {row['mode']:12s} batch {row['batch']:3d}: "
+  shooting = row.get("shooting", "full")
+  if shooting == "flash":
+    shooting = f"flash c={row['band_limit']}"
+  s = (f"{row['size']:4d}² {shooting:11s} {row['integrator']:5s} {row['mode']:12s} "
+       f"batch {row['batch']:3d}: "
        f"{row['ms_per_pair']:8.2f} ms/pair {row['pairs_per_s']:8.1f} pairs/s "
        f"(compile {row['compile_s']:.1f} s")
   if row["speedup_vs_batch1"] is not None:
     s += f", ×{row['speedup_vs_batch1']:.2f} vs batch 1"
   if row["speedup_vs_numpy"] is not None:
-    s += (f", ×{row['speedup_vs_numpy']:.1f} vs numpy f64 {row['numpy_ms_per_pair']:.0f} ms"
-          f", rel diff {row['numpy_rel_diff']:.1e}")
+    s += f", ×{row['speedup_vs_numpy']:.1f} vs numpy f64 {row['numpy_ms_per_pair']:.0f} ms"
+    if row["numpy_rel_diff"] is not None:
+      s += f", rel diff {row['numpy_rel_diff']:.1e}"
+  if row.get("phi_inv_rel_err") is not None:
+    s += (f"; vs full grid: φ⁻¹−id rel err {row['phi_inv_rel_err']:.1e}, "
+          f"warped rel err {row['warped_rel_err']:.1e}")
   return s + ")"
 
 
@@ -197,6 +269,10 @@ def main(argv=None) -> dict:
   parser.add_argument("--integrators", type=names, default=("euler", "rk4"))
   parser.add_argument("--steps", type=int, default=10, help="shooting steps")
   parser.add_argument("--modes", type=names, default=("forward", "forward_grad"))
+  parser.add_argument("--shootings", type=names, default=("full",),
+                      help="full (EPDiff on the full grid) and/or flash (band-limited)")
+  parser.add_argument("--band_limit", type=int, default=7,
+                      help="flash: highest |k| kept per axis (7 → 15² modes)")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls (best kept)")
   parser.add_argument("--no_numpy", action="store_true", help="skip the numpy baseline")
   parser.add_argument("--json", default=None, help="write the numbers to this file")
@@ -206,7 +282,8 @@ def main(argv=None) -> dict:
         flush=True)
   result = run(sizes=args.sizes, batches=args.batches, integrators=args.integrators,
                n_steps=args.steps, modes=args.modes, repeats=args.repeats,
-               numpy_baseline=not args.no_numpy)
+               numpy_baseline=not args.no_numpy, shootings=args.shootings,
+               band_limit=args.band_limit)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)

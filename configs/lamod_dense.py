@@ -17,6 +17,7 @@ global peak Ecc error for LaMoD and both baselines.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -40,10 +41,15 @@ def get_config(arg: str | None = None):
   c.data.batch_size = 8
   c.data.eval_batch_size = 16
 
+  # form: 'eulerian' (EPDiff on the full registration grid), 'lagomorph' (LaMoD's published
+  # integrated form) or 'flash' (FLASH: EPDiff in the Fourier band |k| <= band_limit per
+  # axis, lamod_jax.flash; needs band_limit, e.g. 7 = 15² modes, < data.reg_size / 2).
+  # band_limit: None (default) = every mode; with 'eulerian' it band-limits K only.
   c.registration = ml_collections.ConfigDict(dict(
       alpha=2.0, gamma=1.0, s=2.0,   # L = (γ − αΔ)^s, lagomorph / LaMoD.
       sigma=0.03,                     # Eq. 1 noise level (LaMoD: 0.03).
-      n_steps=5, integrator="euler", form="eulerian"))
+      n_steps=5, integrator="euler", form="eulerian",
+      band_limit=config_dict.placeholder(int)))
   c.model = ml_collections.ConfigDict(dict(
       reg_widths=(8, 16), latent=8, normalize_latent=True,
       eps_widths=(32, 64), step_dim=64,

@@ -3,10 +3,13 @@
   E(v0) = ½⟨Lv0, v0⟩ + 1/(2σ²) ‖S∘φ₁⁻¹ − I‖²
 
 S is the source (moving) image, I the target (fixed) image, φ₁⁻¹ comes from
-shooting v0 (`lamod_jax.epdiff.shoot`, or lagomorph's integrated form with
-`form="lagomorph"`), and sums run over pixels (unit spacing). Gradients are
-`jax.grad` through the `lax.scan` of the integrator, with `jax.checkpoint`
-on each step so memory does not grow with the number of steps.
+shooting v0 (`lamod_jax.epdiff.shoot`, lagomorph's integrated form with
+`form="lagomorph"`, or FLASH's band-limited shooting with `form="flash"`,
+`lamod_jax.flash`), and sums run over pixels (unit spacing). With
+`form="flash"` only the band P v0 (|k_a| ≤ metric.band_limit) is shot and the
+regulariser is FLASH's ½⟨L Pv0, Pv0⟩; the other forms use ½⟨Lv0, v0⟩.
+Gradients are `jax.grad` through the `lax.scan` of the integrator, with
+`jax.checkpoint` on each step so memory does not grow with the number of steps.
 
 The optimiser (optax) works on whitened coordinates z with v0 = K^{1/2} z, so
 the regulariser is ½‖z‖² (for the full metric) and plain Adam / SGD steps are
@@ -26,11 +29,12 @@ import numpy as np
 import optax
 
 from lamod_jax import epdiff
+from lamod_jax import flash
 from lamod_jax import lagomorph as lagomorph_lib
 from lamod_jax import metric as metric_lib
 from lamod_jax.metric import Metric
 
-FORMS = ("eulerian", "lagomorph")
+FORMS = ("eulerian", "lagomorph", "flash")
 OPTIMIZERS = ("adam", "lbfgs")
 
 
@@ -43,8 +47,10 @@ class RegistrationConfig:
     sigma: image noise level σ of Eq. 1, in image intensity units (0.03 as
       LaMoD; for binary masks the data term then outweighs ½⟨Lv0, v0⟩).
     n_steps: time steps of the shooting.
-    integrator: "rk4" or "euler" (Eulerian form only).
-    form: "eulerian" (Eq. 3) or "lagomorph" (LaMoD's integrated form, Euler).
+    integrator: "rk4" or "euler" (Eulerian and flash forms).
+    form: "eulerian" (Eq. 3 on the full grid), "lagomorph" (LaMoD's integrated
+      form, Euler) or "flash" (Eqs. 2–3 in the Fourier band |k_a| ≤ c with
+      c = metric.band_limit, which must be set and < N/2; `lamod_jax.flash`).
     n_iter: optimiser iterations.
     optimizer: "adam" or "lbfgs" (optax.lbfgs with its zoom line search).
     learning_rate: Adam step size in whitened units (≈ pixels of v0 per
@@ -72,6 +78,10 @@ class RegistrationConfig:
   def __post_init__(self):
     if self.form not in FORMS:
       raise ValueError(f"RegistrationConfig.form must be one of {FORMS}, got {self.form!r}")
+    if self.form == "flash" and self.metric.band_limit is None:
+      raise ValueError(
+          "RegistrationConfig.form='flash' needs metric.band_limit (c: the Fourier modes "
+          "|k| <= c kept per axis, c < N/2), got None")
     if self.integrator not in epdiff.INTEGRATORS:
       raise ValueError(
           f"RegistrationConfig.integrator must be one of {epdiff.INTEGRATORS}, "
@@ -123,6 +133,11 @@ def end_maps(v0, config: RegistrationConfig, want_phi: bool = False):
     geo = lagomorph_lib.shoot_v0(v0, config.metric, config.n_steps, return_all=False,
                                  checkpoint=config.checkpoint)
     return geo.phi_inv, (geo.phi if want_phi else None)
+  if config.form == "flash":
+    geo = flash.shoot(v0, config.metric, config.n_steps, config.integrator,
+                      compute_phi=want_phi, compute_phi_inv=True,
+                      checkpoint=config.checkpoint)
+    return geo.phi_inv, geo.phi
   geo = epdiff.shoot(v0, config.metric, config.n_steps, config.integrator,
                      compute_phi=want_phi, compute_phi_inv=True,
                      inverse_method=config.inverse_method, scheme=config.scheme,
@@ -134,14 +149,18 @@ def _evaluate(v0, source, target, config: RegistrationConfig, want_phi: bool = F
   """(regularity, data, S∘φ₁⁻¹, φ₁⁻¹, φ₁ or None) at v0."""
   phi_inv, phi = end_maps(v0, config, want_phi)
   warped = epdiff.warp(source, phi_inv, config.boundary)
-  reg = 0.5 * config.metric.energy(v0)
+  if config.form == "flash":
+    reg = 0.5 * flash.energy(v0, config.metric)
+  else:
+    reg = 0.5 * config.metric.energy(v0)
   data = jnp.sum((warped - target) ** 2) / (2.0 * config.sigma ** 2)
   return reg, data, warped, phi_inv, phi
 
 
 def energy_terms(v0: jax.Array, source: jax.Array, target: jax.Array,
                  config: RegistrationConfig = RegistrationConfig()):
-  """(regularity ½⟨Lv0, v0⟩, data 1/(2σ²)‖S∘φ₁⁻¹ − I‖²) for one pair."""
+  """(regularity ½⟨Lv0, v0⟩, data 1/(2σ²)‖S∘φ₁⁻¹ − I‖²) for one pair (for
+  form="flash" the regularity is ½⟨L Pv0, Pv0⟩ of the band projection)."""
   return _evaluate(v0, source, target, config)[:2]
 
 

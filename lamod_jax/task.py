@@ -9,8 +9,9 @@ displacements are predicted back on the DENSE grid.
 
 Phases (one optimiser, `lamod_jax.phases`): steps 1..pretrain.steps train (E_R, D_R) on
   l_reg = mean over pairs of [½⟨Lv0, v0⟩ + 1/(2σ²)‖I⁰∘φ₁⁻¹ − I^τ‖²] / (H_r W_r)   (Eq. 1),
-with φ₁⁻¹ from EPDiff shooting (Eqs. 2–3, lamod_jax.registration.energy_terms); later steps
-train ε_θ, D_η and the baseline on
+with φ₁⁻¹ from EPDiff shooting (Eqs. 2–3, lamod_jax.registration.energy_terms; on the full
+grid, or in FLASH's Fourier band with config.registration.form='flash' and band_limit set,
+lamod_jax.flash); later steps train ε_θ, D_η and the baseline on
   l = ‖ε' − ε_θ(z^(m), m)‖² (Eq. 9, ε' = K(ε)) + α·l_motion(D_η(ẑ0), Φ) (Eq. 10) + l_baseline,
 z = E_R(pairs) frozen, l_motion = Σ mask‖Δu‖² / Σ mask. ẑ0 is `diffusion.training`:
 'x0' = (z^(m) − √(1−ᾱ_m)ε̂)/√ᾱ_m from the one ε_θ call (gradients reach ε_θ), or
@@ -79,6 +80,22 @@ def to_dense_grid(u, size: tuple[int, int]):
   out = jax.image.resize(u, u.shape[:-2] + tuple(size), "linear")
   scale = jnp.array([size[1] / w, size[0] / h], u.dtype).reshape((2, 1, 1))
   return out * scale
+
+
+def registration_config(r, reg_size: int) -> registration_lib.RegistrationConfig:
+  """config.registration → RegistrationConfig. `band_limit` (None = off) band-limits K; with
+  form='flash' the shooting runs in that Fourier band (lamod_jax.flash) and needs it set."""
+  band_limit = r.get("band_limit")
+  if band_limit is not None and not 1 <= int(band_limit) < reg_size / 2:
+    raise ValueError(f"config.registration.band_limit={band_limit} must be in [1, "
+                     f"data.reg_size/2 = {reg_size / 2:g}) (modes |k| <= band_limit per axis)")
+  if r.form == "flash" and band_limit is None:
+    raise ValueError("config.registration.form='flash' needs config.registration.band_limit "
+                     "(the Fourier modes |k| <= band_limit kept per axis, e.g. 7)")
+  return registration_lib.RegistrationConfig(
+      metric=Metric(alpha=r.alpha, gamma=r.gamma, s=r.s,
+                    band_limit=None if band_limit is None else int(band_limit)),
+      sigma=r.sigma, n_steps=r.n_steps, integrator=r.integrator, form=r.form)
 
 
 def load_split(folders, frames: int, reg_size: int, rv: dict) -> dict:
@@ -175,10 +192,7 @@ class LaMoDTask:
         baseline_widths=tuple(m.baseline_widths), dense_size=self.dense_size,
         normalize_latent=m.normalize_latent, baseline_pool=m.baseline_pool,
         dtype=jnp.dtype(m.dtype))
-    r = config.registration
-    self.reg_cfg = registration_lib.RegistrationConfig(
-        metric=Metric(alpha=r.alpha, gamma=r.gamma, s=r.s), sigma=r.sigma, n_steps=r.n_steps,
-        integrator=r.integrator, form=r.form)
+    self.reg_cfg = registration_config(config.registration, int(d.reg_size))
     self.schedule = schedule_lib.VPSchedule.from_config(df)
     self.noise_fn = noise_lib.smoothed_noise(df.noise_size, df.noise_sigma,
                                              unit_variance=df.unit_variance)
