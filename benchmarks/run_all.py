@@ -1,6 +1,6 @@
 """Every benchmark in one table, with the device name; also written as JSON.
 
-  python benchmarks/run_all.py [--json=benchmark_results.json] [--quick]
+  python benchmarks/run_all.py [--json=benchmark_results.json] [--quick] [--no_scaling]
 
 Sections (each module also runs alone, with more options):
   * train step: clips/s of the jitted train step of each task's default config
@@ -11,7 +11,11 @@ Sections (each module also runs alone, with more options):
     docstring: posterior/deterministic ≤ 1.5 (CPU model), head ≤ 10 % of encoder);
   * EPDiff: registration objectives (pairs/s) at 128² with 10 Euler steps
     (`benchmarks.epdiff_throughput`; GPU target ≥ 10,000 pairs/s);
-  * input pipeline: clips/s of the grain loader (`benchmarks.pipeline_throughput`).
+  * input pipeline: clips/s of the grain loader (`benchmarks.pipeline_throughput`);
+  * scaling (unless --no_scaling): how each cost grows: EPDiff ms/pair vs grid size (full
+    grid and band-limited), MCSDR posterior vs K and vs batch, pipeline vs grain workers,
+    train step vs batch size, each with the exponent b of time ≈ a·x^b fitted on log–log
+    and where the first segment's trend stops (`benchmarks.scaling`).
 """
 from __future__ import annotations
 
@@ -38,12 +42,13 @@ def _section(name, fn, results, errors):
   print(f"[run_all] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, scaling: bool = True) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from evaluation import devices  # pylint: disable=g-import-not-at-top
   from benchmarks import epdiff_throughput  # pylint: disable=g-import-not-at-top
   from benchmarks import mcsdr_posterior  # pylint: disable=g-import-not-at-top
   from benchmarks import pipeline_throughput  # pylint: disable=g-import-not-at-top
+  from benchmarks import scaling as scaling_lib  # pylint: disable=g-import-not-at-top
   from benchmarks import train_step  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.FLAGS.mark_as_parsed()   # grain workers read absl flags (never parsed here)
@@ -64,6 +69,8 @@ def run(quick: bool = False) -> dict:
       modes=("forward",), repeats=1 if quick else 3, numpy_baseline=False), results, errors)
   _section("pipeline", lambda: pipeline_throughput.run(
       num_videos=16 if quick else 48, epochs=1 if quick else 2), results, errors)
+  if scaling:
+    _section("scaling", lambda: scaling_lib.run(quick), results, errors)
   return dict(device=devices.device_name(), jax=jax.__version__, results=results,
               errors=errors, quick=quick)
 
@@ -95,6 +102,9 @@ def format_table(r: dict) -> str:
       add(f"input pipeline {k}", f"{v:.1f}")
   for name, err in r["errors"].items():
     add(f"{name} FAILED", err[:14])
+  if "scaling" in res:
+    from benchmarks import scaling  # pylint: disable=g-import-not-at-top
+    lines += [""] + scaling.format_table(res["scaling"])
   return "\n".join(lines)
 
 
@@ -102,8 +112,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--json", default="benchmark_results.json")
   parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+  parser.add_argument("--no_scaling", action="store_true",
+                      help="skip the scaling series (benchmarks/scaling.py)")
   args = parser.parse_args()
-  r = run(args.quick)
+  r = run(args.quick, scaling=not args.no_scaling)
   with open(args.json, "w") as f:
     json.dump(r, f, indent=1, default=str)
   print(format_table(r))
