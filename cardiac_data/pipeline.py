@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import os
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -44,6 +45,17 @@ from cardiac_data import builders
 from cardiac_data import transforms
 
 NORMALIZATIONS = ("scale", "meanstd")
+
+
+def auto_worker_count(cores: int | None = None) -> int:
+  """Grain workers for `worker_count=-1`: half the usable cores, at most 8 (the other
+  half runs the train step, e.g. with config.sharding.cpu_devices=0; benchmarks/train_loop.py)."""
+  if cores is None:
+    try:
+      cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+      cores = os.cpu_count() or 1
+  return max(0, min(8, int(cores) // 2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +77,8 @@ class PipelineConfig:
     mcsdr_p_train, mcsdr_p_test, mcsdr_min_frames: MCSDR crop fractions.
     batch_size, drop_remainder: training batches (evaluation never drops).
     seed: shuffling and per-example RNG.
-    worker_count: grain worker processes (0: in-process); worker_buffer_size;
+    worker_count: grain worker processes (0: in-process; -1: `auto_worker_count`,
+      half the usable cores, at most 8); worker_buffer_size;
       read_threads and prefetch: threads and buffered batches per process.
     shard_index, shard_count: this host (jax.process_index/count()); in training it
       reads its block of batch_size rows of every global batch.
@@ -108,7 +121,12 @@ class PipelineConfig:
       v = getattr(self, field)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
         bad(field, "must be a positive integer")
-    for field in ("worker_count", "read_threads", "pad", "seed", "shard_index"):
+    v = self.worker_count
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < -1:
+      bad("worker_count", "must be a non-negative integer, or -1 (auto)")
+    if v == -1:
+      object.__setattr__(self, "worker_count", auto_worker_count())
+    for field in ("read_threads", "pad", "seed", "shard_index"):
       v = getattr(self, field)
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
         bad(field, "must be a non-negative integer")

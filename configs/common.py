@@ -20,8 +20,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict(dict(
       save_every=250, keep=2, best_metric="mae", best_mode="min"))
   # Leaves of at least this many elements are split over the devices (FSDP style;
-  # 0 = parameters replicated), training/sharding.py.
-  c.sharding = ml_collections.ConfigDict(dict(shard_params_min_size=0))
+  # 0 = parameters replicated); cpu_devices: JAX devices on the CPU backend, 1 = one
+  # device, 0 = one per core (dividing data.batch_size; its checkpoints then restore only
+  # on as many devices, and launch.predict / launch.sample run on one) (training/sharding.py).
+  c.sharding = ml_collections.ConfigDict(dict(shard_params_min_size=0, cpu_devices=1))
   return c
 
 

@@ -340,9 +340,9 @@ inverse_transport.defvjp(_transport_fwd, _transport_bwd)
 # Classical RK4 as a loop over stages (one compiled right-hand side): stage i
 # evaluates k_i at y + A[i]·dt·k_{i−1}; the step adds dt·Σ B[i] k_i. DENSE[i] are
 # the weights of the third-order dense output at θ = 1/2.
-_RK4_A = (0.0, 0.5, 0.5, 1.0)
-_RK4_B = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)
-_RK4_DENSE = (5.0 / 24.0, 1.0 / 6.0, 1.0 / 6.0, -1.0 / 24.0)
+RK4_A = (0.0, 0.5, 0.5, 1.0)
+RK4_B = (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)
+RK4_DENSE = (5.0 / 24.0, 1.0 / 6.0, 1.0 / 6.0, -1.0 / 24.0)
 
 
 def _make_step(metric: Metric, spatial: tuple[int, ...], dtype, dt: float,
@@ -397,7 +397,7 @@ def _make_step(metric: Metric, spatial: tuple[int, ...], dtype, dt: float,
       k = rhs(axpy(a * dt, k_prev, y0))
       return (k, axpy(b, k, acc), dense + c * k[0]), None
 
-    coefs = tuple(jnp.asarray(x, dtype) for x in (_RK4_A, _RK4_B, _RK4_DENSE))
+    coefs = tuple(jnp.asarray(x, dtype) for x in (RK4_A, RK4_B, RK4_DENSE))
     (_, acc, dense), _ = jax.lax.scan(stage, (zero, zero, zero[0]), coefs)
     new = axpy(dt, acc, y0)
     if want_inv and not transport:

@@ -315,7 +315,7 @@ def _rk4_step(rhs, y, dt: float, stage_inputs=None):
     k = rhs(_axpy(a * dt, k_prev, y), x)
     return (k, _axpy(b, k, acc), _axpy(c, k, dense)), None
 
-  tableau = (epdiff._RK4_A, epdiff._RK4_B, epdiff._RK4_DENSE)  # pylint: disable=protected-access
+  tableau = (epdiff.RK4_A, epdiff.RK4_B, epdiff.RK4_DENSE)
   coefs = tuple(jnp.asarray(t, dtype) for t in tableau)
   (_, acc, dense), _ = jax.lax.scan(stage, (zero, zero, zero), coefs + (stage_inputs,))
   return _axpy(dt, acc, y), _axpy(dt, dense, y)

@@ -76,13 +76,15 @@ def _check_finite(history: list[tuple[int, dict]], last_good: int | None) -> Non
             "config.optim.lr or enable config.optim.grad_clip and resume.")
 
 
-def _flush(writer, history, last_good):
-  """Checks and writes the train metrics accumulated since the last flush."""
+def _flush(writer, history, last_good, extra=None):
+  """Checks and writes the train metrics accumulated since the last flush (plus `extra`,
+  host-side numbers such as the window's steps/s)."""
   if not history:
     return {}
   history = jax.device_get(history)
   _check_finite(history, last_good)
   mean = {k: float(np.mean([m[k] for _, m in history])) for k in history[-1][1]}
+  mean.update(extra or {})
   writer.write(history[-1][0], mean, "train")
   return mean
 
@@ -185,6 +187,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   bar = tqdm.tqdm(total=config.num_steps, initial=start, desc="train", unit="step",
                   dynamic_ncols=True, mininterval=1.0, disable=not sys.stderr.isatty())
   t0, s0 = time.time(), start
+  tw = t0
   try:
     for step in range(start + 1, config.num_steps + 1):
       state, metrics = train_step(state, sharding_lib.global_batch(next(batches), mesh))
@@ -194,9 +197,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       save = step % ckpt_cfg.save_every == 0 or is_last
       evaluate = step % config.eval_every == 0 or is_last
       if step % config.log_every == 0 or save or evaluate:
-        mean = _flush(writer, history, last_good)
+        # steps_per_s: this window's rate, measured after its steps finished (the first
+        # window includes compilation; evaluation and checkpoint time are excluded).
+        window = len(history)
+        jax.block_until_ready(state["step"])
+        now = time.time()
+        mean = _flush(writer, history, last_good,
+                      dict(steps_per_s=window / max(now - tw, 1e-9)))
         history = []
-        rate = (step - s0) / max(time.time() - t0, 1e-9)
+        rate = (step - s0) / max(now - t0, 1e-9)
         bar.set_postfix(loss=f"{mean['loss']:.4g}")
         logging.info("step %d/%d loss %.5g (%.2f steps/s, ETA %.0f s)", step, config.num_steps,
                      mean["loss"], rate, (config.num_steps - step) / max(rate, 1e-9))
@@ -209,6 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if save:
         ckpts.save(step, state, meta)
         last_good = step
+      if not history:
+        tw = time.time()
     ckpts.last.wait_until_finished()
     params, used = eval_params(state), "last"
     if ckpts.has_best():

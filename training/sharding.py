@@ -82,6 +82,46 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   return True
 
 
+def usable_cores() -> int:
+  """CPU cores this process may run on (its affinity mask, else os.cpu_count())."""
+  try:
+    return max(1, len(os.sched_getaffinity(0)))
+  except (AttributeError, OSError):
+    return max(1, os.cpu_count() or 1)
+
+
+def auto_cpu_devices(batch_size: int, cores: int | None = None) -> int:
+  """One CPU device per core, at most the largest divisor of `batch_size` that fits."""
+  cores = usable_cores() if cores is None else int(cores)
+  return max(n for n in range(1, max(1, min(cores, batch_size)) + 1) if batch_size % n == 0)
+
+
+def configure_cpu_devices(config) -> int | None:
+  """Sets how many CPU devices JAX creates (`config.sharding.cpu_devices`: 1 by default,
+  0 = `auto_cpu_devices` of config.data.batch_size), before the first JAX computation.
+
+  XLA:CPU runs one device's step on one thread plus a shared intra-op pool, which keeps
+  ~1.2 of 2 cores busy for the small per-op work of a CPU-sized model; data parallelism
+  over one device per core runs the batch's halves side by side (the same global batch,
+  the same losses up to float32 summation order: tests/training/test_sharding.py). Only
+  the CPU backend is affected (accelerators keep their devices). Left alone: several
+  processes (jax.distributed), and an explicit --xla_force_host_platform_device_count
+  in XLA_FLAGS. Returns the number set, or None when left alone.
+  """
+  requested = int(config.get("sharding", {}).get("cpu_devices", 1))
+  if requested < 0:
+    raise ValueError(f"config.sharding.cpu_devices={requested}: use 0 (one per core) or "
+                     "a positive count")
+  if cluster_kind() is not None or "xla_force_host_platform_device_count" in os.environ.get(
+      "XLA_FLAGS", ""):
+    return None
+  n = requested or auto_cpu_devices(int(config.data.batch_size))
+  jax.config.update("jax_num_cpu_devices", n)
+  logging.info("CPU devices: %d (config.sharding.cpu_devices=%d, %d usable cores)", n,
+               requested, usable_cores())
+  return n
+
+
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
   """The 1-D ("data",) mesh over all devices (or the first `num_devices`)."""
   n = num_devices or jax.device_count()

@@ -387,3 +387,13 @@ def test_two_workers_give_the_same_batches(tiny_dynamic, capfd):
       np.testing.assert_array_equal(x[k], y[k])
   # The workers construct the builder (a non-default size) without TFDS warnings.
   assert "custom data configuration" not in capfd.readouterr().err
+
+
+def test_worker_count_auto_is_half_the_cores(monkeypatch):
+  """worker_count=-1 resolves to half the usable cores (at most 8); below -1 is named."""
+  monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(6)))
+  assert pipeline.PipelineConfig(worker_count=-1).worker_count == 3
+  assert [pipeline.auto_worker_count(n) for n in (1, 2, 3, 16, 64)] == [0, 1, 1, 8, 8]
+  assert pipeline.PipelineConfig(worker_count=2).worker_count == 2
+  with pytest.raises(ValueError, match="worker_count.*-1 \\(auto\\)"):
+    pipeline.PipelineConfig(worker_count=-2)

@@ -86,10 +86,9 @@ def test_smoke_run(tmp_path, monkeypatch):
     task_lib.LaMoDTask(bad, str(tmp_path))
 
 
-def test_strainnet_layout_as_distributed(tmp_path):
-  """data/train/ and data/test_cine/, no val/, and RV insertion angles for only some
-  samples: validation is carved from training, and the samples without an angle are left
-  out of the segmental metrics (counted), not a crash."""
+def write_strainnet_as_distributed(tmp_path):
+  """A dense tree in StrainNet's distributed layout: data/train/ and data/test_cine/, no
+  val/, and no RV insertion angle for the first test sample. Returns (config, root, test ids)."""
   import shutil                                         # pylint: disable=g-import-not-at-top
   from cardiac_data.synthetic import dense_writer       # pylint: disable=g-import-not-at-top
   root = tmp_path / "StrainNet"
@@ -108,19 +107,24 @@ def test_strainnet_layout_as_distributed(tmp_path):
   config.data.split_folders.val = ""
   config.data.split_folders.test = "test_cine"
   config.data.val_fraction = 0.2
+  return config, root, test_ids
+
+
+def test_strainnet_layout_as_distributed(tmp_path):
+  """data/train/ and data/test_cine/, no val/, and RV insertion angles for only some
+  samples: validation is carved from training, and the samples without an angle are left
+  out of the segmental metrics (counted), not a crash (through the loop:
+  test_strainnet_layout_trains_and_evaluates)."""
+  config, root, test_ids = write_strainnet_as_distributed(tmp_path)
+  data = root / "data"
   task = task_lib.LaMoDTask(config, str(tmp_path))
   n_train = 12 - len(test_ids)
   assert len(task.data["val"]["ids"]) == round(0.2 * n_train)
   assert sorted(task.data["train"]["ids"] + task.data["val"]["ids"]) == sorted(
       f.name for f in (data / "train").iterdir())
   assert np.isnan(task.data["test"]["rv"]).sum() == 1
-  config.num_steps = config.pretrain.steps + 1
-  res = loop.train_and_evaluate(config, str(tmp_path / "run"))
-  assert res["test/segmental_skipped_no_rv"] == 1
-  for method in task_lib.METHODS:
-    for name in ("epe", "segmental_ecc_mae", "global_peak_ecc_error"):
-      assert np.isfinite(res[f"test/{method}/{name}"])
   # Without ground_truth.json at all: global strain only.
+  config.num_steps = config.pretrain.steps + 1
   (root / "ground_truth.json").unlink()
   task = task_lib.LaMoDTask(config, str(tmp_path))
   assert np.isnan(task.data["test"]["rv"]).all()
@@ -129,3 +133,16 @@ def test_strainnet_layout_as_distributed(tmp_path):
   assert out["segmental_skipped_no_rv"] == len(test_ids)
   assert math.isnan(out["lamod/segmental_ecc_mae"])
   assert np.isfinite(out["lamod/global_peak_ecc_error"]) and np.isfinite(out["lamod/epe"])
+
+
+@pytest.mark.slow
+def test_strainnet_layout_trains_and_evaluates(tmp_path):
+  """The layout of test_strainnet_layout_as_distributed through the loop: the final test
+  metrics skip the sample without an RV insertion angle (counted) and are finite."""
+  config, _, _ = write_strainnet_as_distributed(tmp_path)
+  config.num_steps = config.pretrain.steps + 1
+  res = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert res["test/segmental_skipped_no_rv"] == 1
+  for method in task_lib.METHODS:
+    for name in ("epe", "segmental_ecc_mae", "global_peak_ecc_error"):
+      assert np.isfinite(res[f"test/{method}/{name}"])

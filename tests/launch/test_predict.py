@@ -20,7 +20,7 @@ from cardiac_data import video as video_lib
 from launch import import_weights
 from launch import predict
 from tests.backbones import import_reference as ref
-from tests.launch.conftest import run_module
+from tests.conftest import run_module
 
 
 def read_csv(path):
@@ -36,7 +36,7 @@ def cohort_root(cache):
 @pytest.fixture(scope="module")
 def on_dataset(smoke_run, tmp_path_factory):
   """(run, cache, rows, summary) of predict --data_root=<the run's own cohort>."""
-  workdir, cache = smoke_run
+  workdir, cache = smoke_run.workdir, smoke_run.cache
   out = tmp_path_factory.mktemp("pred") / "all.csv"
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("CARDIAC_DATA_CACHE", str(cache))

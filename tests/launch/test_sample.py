@@ -1,6 +1,6 @@
 """`launch.sample` (the sampler / posterior-size study, MCSDR Fig. 7) on a smoke run.
 
-The smoke config is trained once (a subprocess, as tests/launch/test_train.py); the
+The smoke config is trained once per session (a subprocess, tests/conftest.py); the
 study's numbers are checked against task.predict scored by brute-force numpy float64,
 and the restored checkpoint against the training run's own final metrics.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+from absl import flags
 import jax
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from configs import pediatric
 from diffusion import samplers
 from launch import sample
 from mcsdr_jax import sampling_study
-from tests.launch.conftest import run_module
+from tests.conftest import launcher_error
 from training import runs
 
 SAMPLERS = ("ddim5", "ddim10", "pf_ode")
@@ -27,8 +28,8 @@ K = 4      # config.sampling.num_samples of the study (not a state field: same c
 
 @pytest.fixture(scope="module")
 def trained(smoke_run):
-  """(workdir, cache) of a trained smoke run (tests/launch/conftest.py)."""
-  return smoke_run
+  """(workdir, cache) of a trained smoke run (tests/conftest.py)."""
+  return smoke_run.workdir, smoke_run.cache
 
 
 def smoke_config():
@@ -137,13 +138,17 @@ def test_restored_checkpoint_reproduces_the_training_metrics(trained, study):
 
 
 @pytest.mark.slow
-def test_checkpoint_of_another_config_names_the_field(trained):
+def test_checkpoint_of_another_config_names_the_field(trained, monkeypatch):
+  """`launch.sample --config=... --config.model.hidden=64 --samplers=ddim5 --ks=1` in this
+  process: its --config and --workdir (launch.train's flags) parsed from the command line,
+  then `run_study` (what its main runs) with the --samplers and --ks values."""
   workdir, cache = trained
-  proc = run_module("launch.sample", "--config=configs/pediatric.py:smoke",
-                    f"--workdir={workdir}", "--config.model.hidden=64", "--samplers=ddim5",
-                    "--ks=1", cache=cache)
-  assert proc.returncode != 0
-  assert "model.hidden: 32 → 64" in proc.stderr
+  f = flags.FLAGS
+  err = launcher_error(monkeypatch, "launch.sample", "--config=configs/pediatric.py:smoke",
+                       f"--workdir={workdir}", "--config.model.hidden=64", cache=cache,
+                       main=lambda argv: sample.run_study(f.config, f.workdir, "test",
+                                                          ["ddim5"], ["1"]))
+  assert "model.hidden: 32 → 64" in err
 
 
 def test_empty_workdir_is_a_clear_error(tmp_path):

@@ -61,17 +61,20 @@ def main(out):
 
   # Predictor alone, every architecture, random parameters: 45 images (not a multiple of
   # the batch), 8 and 3 devices against no mesh.
+  # The parameters are drawn by a jitted init with an 'rbg' key (threefry's init, op by op
+  # or compiled, costs XLA:CPU several times longer; lamod_jax.task.fast_key).
   images = np.asarray(jax.random.uniform(jax.random.key(0), (45, 32, 32)))
+  nets, inits = {}, {}
   for arch in models.ARCHITECTURES:
-    net = models.build_model(ml_collections.ConfigDict(dict(TINY, arch=arch)))
-    params = net.init(jax.random.key(1), images[:1, ..., None])
+    net = nets[arch] = models.build_model(ml_collections.ConfigDict(dict(TINY, arch=arch)))
+    params = inits[arch] = jax.jit(net.init)(jax.random.key(1, impl="rbg"),
+                                             images[:1, ..., None])
     ref = predict.Predictor(net)(params, images)
     results[arch] = {f"mesh{m.size}": compare(predict.Predictor(net, m)(params, images), ref)
                      for m in (eight, three)}
 
   # Where a batch lives and what each device computes.
-  net = models.build_model(ml_collections.ConfigDict(dict(TINY, arch="unet")))
-  params = net.init(jax.random.key(1), images[:1, ..., None])
+  net, params = nets["unet"], inits["unet"]
   one, many = predict.Predictor(net), predict.Predictor(net, eight)
   x8, n = many.place(images[:13])
   x1, _ = one.place(images[:13])

@@ -2,7 +2,7 @@
 
 The 8-device checks run in subprocesses (the device count is fixed when JAX starts):
 tests/multidevice_worker.py for the train step, sampling and a sharded checkpoint,
-and `launch.train` on configs/pediatric.py:smoke.
+and `launch.train` on configs/pediatric.py:smoke (against the session's smoke run).
 """
 from __future__ import annotations
 
@@ -18,24 +18,18 @@ import pytest
 from training import checkpoint as checkpoint_lib
 from training import loop
 from training import sharding
+from tests.conftest import launcher_env
+from tests.conftest import run_module
 import tests
 
 ROOT = str(tests.ROOT)
-EIGHT = "--xla_force_host_platform_device_count=8"
-
-
-def _env(devices: int, **extra):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
-  flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-  env["XLA_FLAGS"] = " ".join(flags + ([EIGHT] if devices == 8 else []))
-  return env
 
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
   out = tmp_path_factory.mktemp("multidevice")
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "multidevice_worker.py"),
-                         str(out)], cwd=ROOT, env=_env(8), capture_output=True, text=True,
+                         str(out)], cwd=ROOT, env=launcher_env(8), capture_output=True, text=True,
                         timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return out, json.loads((out / "results.json").read_text())
@@ -86,19 +80,16 @@ def test_batch_size_not_divisible_is_a_clear_error():
 
 
 @pytest.mark.slow
-def test_launch_train_smoke_on_8_devices_matches_1(tmp_path):
-  cache = tmp_path / "cache"
-  metrics = {}
-  for devices in (1, 8):
-    workdir = tmp_path / f"run{devices}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "launch.train", "--config=configs/pediatric.py:smoke",
-         f"--workdir={workdir}"], cwd=ROOT, env=_env(devices, CARDIAC_DATA_CACHE=str(cache)),
-        capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    if devices == 8:
-      assert "data parallel over 8 devices" in proc.stderr
-    metrics[devices] = json.loads((workdir / "metrics.json").read_text())
+def test_launch_train_smoke_on_8_devices_matches_1(tmp_path, smoke_run):
+  """The smoke config on 8 devices against the session's smoke run (tests/conftest.py: the
+  same command without a forced device count), with the same data cache."""
+  workdir = tmp_path / "run8"
+  proc = run_module("launch.train", "--config=configs/pediatric.py:smoke",
+                    f"--workdir={workdir}", cache=smoke_run.cache, devices=8)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "data parallel over 8 devices" in proc.stderr
+  metrics = {devices: json.loads((w / "metrics.json").read_text())
+             for devices, w in ((1, smoke_run.workdir), (8, workdir))}
   _assert_same(metrics[8], metrics[1])
 
 
@@ -139,3 +130,36 @@ def test_bfloat16_compute_keeps_float32_params_and_optimizer_state():
     losses[jnp.dtype(dtype).name] = float(metrics["loss"])
   assert np.isfinite(losses["bfloat16"])
   assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.05)
+
+
+def test_auto_cpu_devices_is_one_per_core_dividing_the_batch():
+  assert sharding.auto_cpu_devices(8, cores=2) == 2
+  assert sharding.auto_cpu_devices(8, cores=3) == 2      # 3 does not divide 8
+  assert sharding.auto_cpu_devices(6, cores=16) == 6
+  assert sharding.auto_cpu_devices(7, cores=4) == 1
+  assert sharding.auto_cpu_devices(1, cores=8) == 1
+
+
+def test_configure_cpu_devices_follows_the_config(monkeypatch):
+  """config.sharding.cpu_devices reaches jax's CPU device count (0 = auto); an explicit
+  XLA_FLAGS device count or a multi-process run is left alone; a negative count is named."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  calls = []
+  monkeypatch.setattr(jax.config, "update", lambda k, v: calls.append((k, v)))
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.setattr(sharding, "cluster_kind", lambda env=None: None)
+  monkeypatch.setattr(sharding, "usable_cores", lambda: 2)
+  cfg = ml_collections.ConfigDict(dict(sharding=dict(cpu_devices=0), data=dict(batch_size=8)))
+  assert sharding.configure_cpu_devices(cfg) == 2
+  cfg.sharding.cpu_devices = 1
+  assert sharding.configure_cpu_devices(cfg) == 1
+  assert calls == [("jax_num_cpu_devices", 2), ("jax_num_cpu_devices", 1)]
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+  assert sharding.configure_cpu_devices(cfg) is None
+  monkeypatch.delenv("XLA_FLAGS")
+  monkeypatch.setattr(sharding, "cluster_kind", lambda env=None: "slurm")
+  assert sharding.configure_cpu_devices(cfg) is None
+  assert len(calls) == 2
+  cfg.sharding.cpu_devices = -1
+  with pytest.raises(ValueError, match="config.sharding.cpu_devices=-1"):
+    sharding.configure_cpu_devices(cfg)

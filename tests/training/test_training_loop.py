@@ -127,3 +127,14 @@ def test_bad_optimizer_config_names_field(tmp_path):
   cfg.optim.name = "adagrad_typo"
   with pytest.raises(ValueError, match="config.optim.name"):
     loop.train_and_evaluate(cfg, str(tmp_path), task=ToyTask())
+
+
+def test_train_rows_carry_the_windows_steps_per_s(tmp_path):
+  """metrics.jsonl's train rows hold each log window's measured rate (steps / seconds)."""
+  cfg = make_config(num_steps=6)
+  cfg.log_every = 2
+  loop.train_and_evaluate(cfg, str(tmp_path), task=ToyTask())
+  with open(tmp_path / "metrics.jsonl") as f:
+    rows = [json.loads(line) for line in f if '"train"' in line]
+  assert [r["step"] for r in rows] == [2, 3, 4, 6]   # log_every, eval (3) and save (3, 6)
+  assert all(0 < r["steps_per_s"] < 1e6 for r in rows)
