@@ -7,13 +7,16 @@ imputation and scaling statistics fitted on the TRAINING split only (mean
 imputation, then standardisation with the training mean and standard deviation);
 categorical columns become int32 codes with code `len(categories)` = missing.
 It is pure numpy and JSON-serialisable, so it is saved with each checkpoint.
+`mark_missing` marks named attributes of a preprocessed batch missing exactly as the
+preprocessor marks an absent value (test-time missing attributes, `--missing` of
+launch.sample and launch.predict; `parse_missing` reads that flag's value).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -47,6 +50,11 @@ class AttributeSpec:
   @property
   def num_categorical(self) -> int:
     return len(self.categorical)
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    """Every attribute: the continuous ones, then the categorical ones (column order)."""
+    return self.continuous + tuple(self.categorical)
 
   @property
   def num_categories(self) -> tuple[int, ...]:
@@ -183,6 +191,77 @@ def fit_on_train(records: Iterable[Any], spec: AttributeSpec) -> AttributePrepro
   if not train:
     raise ValueError("no training record to fit the attribute preprocessor on")
   return AttributePreprocessor.fit(raw_attribute_matrix(train, spec), spec)
+
+
+#: The preprocessed attribute arrays of a batch (cardiac_data.transforms.PreprocessAttributes:
+#: AttributePreprocessor.transform's continuous, continuous_missing, categorical).
+BATCH_KEYS = ("attr_cont", "attr_cont_missing", "attr_cat")
+#: The --missing value that names every attribute of the spec.
+ALL = "all"
+
+
+def parse_missing(value: str | Sequence[str] | None, spec: AttributeSpec, *,
+                  flag: str = "--missing") -> tuple[str, ...]:
+  """The attribute names a `--missing` value gives: 'Age,Weight' or a sequence of names
+  (what absl's DEFINE_list gives), 'all' (every attribute of `spec`, in spec order), or
+  '' / None / an empty sequence (none). Duplicates are dropped, order kept.
+
+  ValueError naming the flag and its value if a name is not one of `spec`'s (listing
+  them), if 'all' comes with other names, or if `spec` has no attribute at all.
+  """
+  if value is None:
+    items = []
+  elif isinstance(value, str):
+    items = value.split(",")
+  else:
+    items = list(value)
+  items = [str(v).strip() for v in items]
+  items = [v for v in items if v]
+  if not items:
+    return ()
+  shown = f"{flag}={','.join(items)}"
+  if not spec.names:
+    raise ValueError(f"{shown}: the model takes no patient attribute (vision only); there "
+                     "is nothing to mark missing")
+  if ALL in items:
+    if len(items) > 1:
+      raise ValueError(f"{shown}: {ALL!r} names every attribute; give it alone or list "
+                       f"names of {list(spec.names)}")
+    return spec.names
+  unknown = [v for v in items if v not in spec.names]
+  if unknown:
+    raise ValueError(f"{shown}: unknown attribute(s) {unknown}; the model's attributes are "
+                     f"{list(spec.names)} (or {ALL!r})")
+  return tuple(dict.fromkeys(items))
+
+
+def mark_missing(batch: Mapping[str, Any], spec: AttributeSpec,
+                 names: str | Sequence[str], *, flag: str = "--missing") -> dict[str, Any]:
+  """A new batch in which the attributes `names` (a sequence of names of `spec`, or
+  'all'; read by `parse_missing`) are missing exactly as AttributePreprocessor.transform
+  marks an absent value: a continuous one has value 0 (the training mean, standardised)
+  and its missing flag set, a categorical one the missing code `len(categories)`. The
+  other attributes and every other key are as given; `batch` is not modified.
+
+  `batch` holds BATCH_KEYS with `spec`'s columns in order (numpy or array-likes, any
+  leading dimensions); the three arrays of the result are numpy, of the input dtypes.
+  """
+  names = parse_missing(names, spec, flag=flag)
+  out = dict(batch)
+  if not names:
+    return out
+  cont, cont_missing, cat = (np.asarray(batch[k]) for k in BATCH_KEYS)
+  if cont.shape[-1] != spec.num_continuous or cat.shape[-1] != spec.num_categorical:
+    raise ValueError(f"mark_missing: the batch has {cont.shape[-1]} continuous and "
+                     f"{cat.shape[-1]} categorical attribute columns, the spec "
+                     f"{spec.num_continuous} and {spec.num_categorical} ({list(spec.names)})")
+  drop_cont = np.array([n in names for n in spec.continuous], bool)
+  drop_cat = np.array([n in names for n in spec.categorical], bool)
+  out["attr_cont"] = np.where(drop_cont, 0, cont).astype(cont.dtype)
+  out["attr_cont_missing"] = (cont_missing | drop_cont).astype(cont_missing.dtype)
+  out["attr_cat"] = np.where(drop_cat, np.asarray(spec.num_categories, cat.dtype),
+                             cat).astype(cat.dtype)
+  return out
 
 
 def _check_raw(raw: np.ndarray, spec: AttributeSpec) -> np.ndarray:

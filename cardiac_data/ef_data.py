@@ -120,7 +120,14 @@ class EFData:
   """The EF data path every video regressor shares: sources of config.data, attribute
   preprocessing and EF standardisation fitted on the training split, train and eval
   batches. Tasks (mcsdr_jax.task.EFRegressionTask, adacon_jax.task.AdaConTask) subclass it
-  and add a model."""
+  and add a model.
+
+  `missing`: names of `spec`'s attributes (or ('all',)) marked missing in every
+  evaluation batch (`eval_batches`, by attributes.mark_missing), as if the records had
+  no value; training batches never. Empty by default; set by the launchers' --missing
+  (launch.sample, launch.predict) and by mcsdr_jax.missing_study."""
+
+  missing: tuple[str, ...] = ()
 
   def __init__(self, config, *, fitted=None):
     """`fitted`: None = read config.data and fit the preprocessing on its training split;
@@ -197,6 +204,11 @@ class EFData:
                                 preprocessor=self.preprocessor, start_batch=start_step)
 
   def eval_batches(self, split: str):
-    """One pass over `split` in index order (padded last batch: see batch['mask'])."""
-    return pipeline.make_loader(self.sources[split], self.pcfg, train=False,
-                                preprocessor=self.preprocessor, desc=f"eval {split}")
+    """One pass over `split` in index order (padded last batch: see batch['mask']), with
+    the attributes of `self.missing` marked missing (then a generator over the pass)."""
+    names = attributes_lib.parse_missing(self.missing, self.spec)   # A bad name: raise now.
+    loader = pipeline.make_loader(self.sources[split], self.pcfg, train=False,
+                                  preprocessor=self.preprocessor, desc=f"eval {split}")
+    if not names:
+      return loader
+    return (attributes_lib.mark_missing(batch, self.spec, names) for batch in loader)

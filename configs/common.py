@@ -62,7 +62,12 @@ def ef_data(dataset: str, num_subjects: int) -> ml_collections.ConfigDict:
 def mcsdr_model() -> ml_collections.ConfigDict:
   """MCSDR network (mcsdr_jax/model.py), CPU-sized. Fields:
 
-  kind: 'mcsdr' (diffusion, the paper) or 'deterministic' (Table IV baseline).
+  kind: 'mcsdr' (diffusion, the paper), 'deterministic' (Table IV baseline), or a
+    competitor on the same encoder (mcsdr_jax/competitors.py): 'heteroscedastic' (μ and σ
+    heads, het_loss 'gaussian_nll' or 'crps'), 'ensemble' (ensemble_size deterministic
+    regressors from independent initialisations) or 'mc_dropout' (dropout kept on at test).
+  dropout: dropout rate on the point heads' pooled context and hidden layer (the
+    deterministic kinds; mc_dropout needs > 0; 0 = none).
   encoder: 'frames' (per-frame 2D CNN + temporal convs, CPU), 'small' (tubelet 3D CNN),
     'r2plus1d' (R(2+1)D-18) or 'uniformer' (UniFormer-S, the paper's), with
     encoder_kwargs (for 'frames': widths, temporal, norm 'frame'/'clip', motion: frame −
@@ -95,7 +100,7 @@ def mcsdr_model() -> ml_collections.ConfigDict:
       features=64, predictor="mcsn", hidden=128, heads=4, num_layers=0, mlp_ratio=4,
       time_dim=64, conditioning="tokens", video_grid=(4, 4, 4), use_attributes=True,
       attr_features=32, attr_dropout=0.1, attr_in_summary=True, pretrained="", dtype="float32",
-      eps_skip=True,
+      eps_skip=True, het_loss="gaussian_nll", ensemble_size=5, dropout=0.0,
       adacon=ml_collections.ConfigDict(dict(
           weight=0.0, scale=150.0, bucket_width=0.05, proj_hidden=128, proj_features=128,
           pad=4, brightness=0.05, contrast=0.1))))
@@ -155,9 +160,12 @@ def diffusion() -> ml_collections.ConfigDict:
   linear EF head of the encoder's summary token, added to Eq. 6 (0 = the paper's loss).
   The published code starts from an encoder already trained on EF (CoReEcho's weights);
   the auxiliary term gives a randomly initialised encoder that supervision within one
-  run. The posterior still comes from the diffusion head alone."""
+  run. The posterior still comes from the diffusion head alone. aux_loss: 'mse' (the
+  head's one output) or 'gaussian_nll' (the head gives μ and σ, trained by the Gaussian
+  NLL, so the summary token the ε-network attends to also carries the case's expected
+  error)."""
   return ml_collections.ConfigDict(dict(num_steps=1000, beta_start=1e-4, beta_end=0.02,
-                                        noise_draws=1, aux_weight=0.0))
+                                        noise_draws=1, aux_weight=0.0, aux_loss="mse"))
 
 
 def sampling() -> ml_collections.ConfigDict:

@@ -14,15 +14,22 @@ the rate, 112², bfloat16, 50 epochs; convert the weights once, nothing is downl
   python -m launch.import_weights --format=coreecho_uniformer \\
       --src=CoReEcho_UniFormerS.pth --out=weights/coreecho_uniformer --trust_pickle
 see configs/common.py:uniformer_model); 'vision' drops the attributes. The
-deterministic baseline of Table IV: --config.model.kind=deterministic.
+deterministic baseline of Table IV: --config.model.kind=deterministic. The uncertainty
+methods a user would pick instead, on the same encoder and budget
+(mcsdr_jax/competitors.py): 'heteroscedastic' (Gaussian NLL), 'ensemble' (5 members),
+'mc_dropout' (rate 0.2), e.g. configs/pediatric.py:ensemble.
 """
 from __future__ import annotations
 
 from configs import common
 
+#: Variant flags that switch config.model.kind to a competitor (mcsdr_jax/competitors.py).
+COMPETITORS = ("heteroscedastic", "ensemble", "mc_dropout")
+
 
 def get_config(arg: str | None = None):
-  size, flags = common.parse_variant(arg, "configs/pediatric.py")
+  size, flags = common.parse_variant(arg, "configs/pediatric.py",
+                                     flags=("vision",) + COMPETITORS)
   c = common.base_config()
   c.task = "ef_regression"
   c.data = common.ef_data("echonet_pediatric", num_subjects=2000)
@@ -40,6 +47,12 @@ def get_config(arg: str | None = None):
 
   c.model = common.mcsdr_model()
   c.model.use_attributes = "vision" not in flags
+  chosen = [f for f in COMPETITORS if f in flags]
+  if len(chosen) > 1:
+    raise ValueError(f"configs/pediatric.py: pick at most one of {COMPETITORS}, got {chosen}")
+  if chosen:
+    c.model.kind = chosen[0]
+    c.model.dropout = 0.2 if chosen[0] == "mc_dropout" else 0.0
   c.diffusion = common.diffusion()
   c.diffusion.noise_draws = 8
   c.diffusion.aux_weight = 1.0   # Random-init encoder: EF supervision (0 = Eq. 6 alone).

@@ -3,6 +3,7 @@ or an imported published model (`launch.import_weights --format=echonet_r2plus1d
 
   python -m launch.predict --workdir=RUN --videos=DIR [--attributes=FILE.csv] --out=FILE.csv
   python -m launch.predict --workdir=RUN --data_root=DIR [--splits=test] --out=FILE.csv
+  ... [--missing=Age,Weight|all]
 
 --workdir: a training workdir (its best checkpoint, else its last) or an imported model.
 Everything the model needs is read back from there, never refitted: the config, the
@@ -11,6 +12,10 @@ attribute preprocessing and the EF standardisation (the checkpoint's meta).
   --attributes (FileName + attribute columns); a missing attribute uses the model's
   learned missing embedding. --data_root: a dataset in the run's layout (its
   config.data.dataset), every split it has (or --splits); labelled cases are scored too.
+--missing: these attributes (names of the run's attributes, or 'all') are treated as
+  missing for every video, whatever --attributes or the dataset gives
+  (cardiac_data.attributes.mark_missing on each batch, as the preprocessor marks an
+  absent value); recorded as `missing` in FILE_metrics.json.
 
 Writes FILE.csv, one row per video: FileName, split, EF (the label, empty if none),
 ef_pred (posterior mean clipped to [0, 100]), sigma (posterior SD), q05, q25, q75, q95
@@ -54,6 +59,8 @@ def _define_flags():
   flags.DEFINE_integer("worker_count", None, "Override config.data.worker_count.")
   flags.DEFINE_integer("seed", None, "Seed of the posterior noise (default: the run's "
                        "config.seed + 1, the key of its own final evaluation).")
+  flags.DEFINE_list("missing", [], "Attributes to treat as missing for every video: names "
+                    "of the run's attributes (e.g. Age,Weight) or 'all'.")
   flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -214,8 +221,11 @@ def evaluate(scored, report_dir: str, title: str) -> dict[str, float]:
 
 def predict(workdir: str, out: str, *, videos=None, attributes=None, data_root=None,
             splits=None, samples_out=None, num_samples=None, spread_scale_flag="auto",
-            batch_size=None, worker_count=None, seed: int | None = None) -> dict[str, Any]:
-  """Scores the videos (see the module doc); returns a summary dict."""
+            batch_size=None, worker_count=None, seed: int | None = None,
+            missing=None) -> dict[str, Any]:
+  """Scores the videos (see the module doc); returns a summary dict. `missing`: the
+  --missing value (attribute names, 'all', or None / [] for none)."""
+  from mcsdr_jax import missing_study  # pylint: disable=g-import-not-at-top
   from training import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
   from training import writers  # pylint: disable=g-import-not-at-top
   config, meta, params, ckpt = load_model(workdir)
@@ -225,6 +235,9 @@ def predict(workdir: str, out: str, *, videos=None, attributes=None, data_root=N
     if worker_count is not None:
       config.data.worker_count = worker_count
   task = tasks_lib.make_task(config, workdir, fitted=meta)
+  task.missing = missing_study.resolve_missing(config, task.spec, missing)
+  if task.missing:
+    logging.info("attributes treated as missing for every video: %s", ", ".join(task.missing))
   scale = spread_scale(workdir, config, spread_scale_flag)
   sources = make_sources(config, task, videos=videos, attributes=attributes,
                          data_root=data_root, splits=splits)
@@ -236,10 +249,12 @@ def predict(workdir: str, out: str, *, videos=None, attributes=None, data_root=N
     np.savez(samples_out, **{f"{split}/{name}": np.asarray(v) for split, s in scored.items()
                              for name, v in s.items()})
   metrics = evaluate(scored, stem + "_report", f"{config.data.dataset} ({config.task})")
-  summary = {"rows": rows, "checkpoint": ckpt, "spread_scale": scale, "metrics": metrics}
+  summary = {"rows": rows, "checkpoint": ckpt, "spread_scale": scale, "metrics": metrics,
+             "missing": list(task.missing)}
   if metrics:
     writers.write_json(stem + "_metrics.json", dict(metrics, checkpoint=ckpt["which"],
-                                                     spread_scale=scale))
+                                                     spread_scale=scale,
+                                                     missing=list(task.missing)))
   return summary
 
 
@@ -253,8 +268,10 @@ def main(argv):
   summary = predict(f.workdir, f.out, videos=f.videos, attributes=f.attributes,
                     data_root=f.data_root, splits=f.splits, samples_out=f.samples_out,
                     num_samples=f.num_samples, spread_scale_flag=f.spread_scale,
-                    batch_size=f.batch_size, worker_count=f.worker_count, seed=f.seed)
-  print(f"Wrote {summary['rows']} predictions to {f.out}")
+                    batch_size=f.batch_size, worker_count=f.worker_count, seed=f.seed,
+                    missing=f.missing)
+  print(f"Wrote {summary['rows']} predictions to {f.out}"
+        + (f" (missing: {', '.join(summary['missing'])})" if summary["missing"] else ""))
   for key in sorted(k for k in summary["metrics"] if k.endswith(("/mae", "/crps", "/coverage90"))):
     print(f"  {key}: {summary['metrics'][key]:.4g}")
 

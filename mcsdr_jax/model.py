@@ -114,6 +114,7 @@ class MCSDR(nn.Module):
   s = (t+1)/T (`VPSchedule.alpha_bar_at_step`).
   `proj_head` is a plug-in's projection head on the encoder's pooled feature (the
   AdaCon plug-in, config.model.adacon); None = none, the parameters are unchanged.
+  `aux_outputs`: width of the auxiliary EF head (2: μ and σ, config.diffusion.aux_loss).
   """
   num_categories: Sequence[int]
   predictor: str = "mcsn"
@@ -122,6 +123,7 @@ class MCSDR(nn.Module):
   eps_skip: bool = True
   schedule: schedule_lib.VPSchedule = schedule_lib.VPSchedule()
   proj_head: nn.Module | None = None
+  aux_outputs: int = 1
 
   def setup(self):
     if self.predictor not in score_net.PREDICTORS:
@@ -130,7 +132,7 @@ class MCSDR(nn.Module):
     kw = dict(self.predictor_kwargs or {})
     self.conditioner = Conditioner(self.num_categories, **dict(self.conditioner_kwargs or {}))
     self.head = score_net.PREDICTORS[self.predictor](**kw)
-    self.aux_head = nn.Dense(1)
+    self.aux_head = nn.Dense(self.aux_outputs)
 
   def condition(self, batch, *, train: bool = False):
     """Memory of the predictor for each case (encoders run here, once)."""
@@ -145,16 +147,20 @@ class MCSDR(nn.Module):
     return jnp.sqrt(1.0 - ab) * y + jnp.sqrt(ab) * out
 
   def condition_and_aux(self, batch, *, train: bool = False):
-    """(memory, EF estimate (B,) of a linear head on the first context token): the
-    auxiliary regression that supervises the encoder directly (config.diffusion.aux_weight)."""
+    """(memory, a linear head on the first context token: EF estimate (B,), or (B,
+    aux_outputs) when aux_outputs > 1): the auxiliary regression that supervises the
+    encoder directly (config.diffusion.aux_weight, aux_loss)."""
     context = self.conditioner(batch, train=train)
-    return self.head.prepare(context), self.aux_head(context[:, 0])[:, 0]
+    return self.head.prepare(context), self._aux(context)
+
+  def _aux(self, context):
+    out = self.aux_head(context[:, 0])
+    return out[:, 0] if self.aux_outputs == 1 else out
 
   def condition_aux_and_projection(self, batch, *, train: bool = False):
     """(memory, EF estimate, the plug-in's embedding z (B, features) of the pooled feature)."""
     context, pooled = self.conditioner(batch, train=train, return_pooled=True)
-    return (self.head.prepare(context), self.aux_head(context[:, 0])[:, 0],
-            self.proj_head(pooled))
+    return self.head.prepare(context), self._aux(context), self.proj_head(pooled)
 
   def project(self, batch, *, train: bool = False):
     """The plug-in's embedding z of the pooled video feature only (a second view)."""
@@ -167,17 +173,36 @@ class MCSDR(nn.Module):
 
 
 class DeterministicRegressor(nn.Module):
-  """Table IV baseline: the same Conditioner, mean-pooled context → MLP → EF (standardised)."""
+  """Table IV baseline: the same Conditioner, mean-pooled context → MLP → EF (standardised).
+
+  `outputs` = 2 gives the heteroscedastic competitor's (μ, raw σ) (mcsdr_jax/competitors);
+  `dropout` drops the pooled context and the hidden layer when `train` (MC dropout keeps
+  it on at test time through `readout`). `features` (the encoders, once per case) and
+  `readout` (the head) split the call for K dropout masks of the head alone."""
   num_categories: Sequence[int]
   conditioner_kwargs: Any = None
   hidden: int = 256
+  outputs: int = 1
+  dropout: float = 0.0
 
-  @nn.compact
-  def __call__(self, batch, *, train: bool = False):
-    context = Conditioner(self.num_categories, name="conditioner",
-                          **dict(self.conditioner_kwargs or {}))(batch, train=train)
-    h = nn.gelu(nn.Dense(self.hidden, name="head0")(jnp.mean(context, axis=1)))
-    return nn.Dense(1, name="head1")(h)[..., 0]
+  def setup(self):
+    self.conditioner = Conditioner(self.num_categories, **dict(self.conditioner_kwargs or {}))
+    self.head0 = nn.Dense(self.hidden)
+    self.head1 = nn.Dense(self.outputs)
+    self.drop = nn.Dropout(self.dropout)
+
+  def features(self, batch, *, train: bool = False):
+    """The mean-pooled context (B, hidden)."""
+    return jnp.mean(self.conditioner(batch, train=train), axis=1)
+
+  def readout(self, h, *, train: bool = False):
+    """(B,) for `outputs` = 1, else (B, outputs); dropout (the 'dropout' RNG) when `train`."""
+    h = nn.gelu(self.head0(self.drop(h, deterministic=not train)))
+    out = self.head1(self.drop(h, deterministic=not train))
+    return out[..., 0] if self.outputs == 1 else out
+
+  def __call__(self, batch, train: bool = False):
+    return self.readout(self.features(batch, train=train), train=train)
 
 
 def count_params(params) -> int:

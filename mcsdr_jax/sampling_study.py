@@ -177,12 +177,13 @@ def run_sweeps(task, params, config, split: str, settings) -> dict:
     logging.info("[%d/%d] %s: %.4g s/case (%.3g cases/s; warm-up %.1f s), MAE %.3f, CRPS %s; "
                  "%.0f s so far, ETA ≈ %.0f s (mean per setting)", i + 1, len(settings), label,
                  entry["seconds_per_case"], 1.0 / max(entry["seconds_per_case"], 1e-12),
-                 entry["warmup_s"], entry["mae"], _fmt(entry["crps"]), done,
+                 entry["warmup_s"], entry["mae"], fmt_value(entry["crps"]), done,
                  done / (i + 1) * (len(settings) - i - 1))
   return study
 
 
-def _fmt(value, spec: str = ".3f") -> str:
+def fmt_value(value, spec: str = ".3f") -> str:
+  """A table cell: `value` formatted, or – for None."""
   return "–" if value is None else format(value, spec)
 
 
@@ -195,6 +196,6 @@ def format_table(study: dict) -> str:
   for sweep in ("samplers", "k_sweep"):
     for e in study[sweep]:
       lines.append(f"{sweep:8s} {e['name']:10s} {e['k']:4d} {e['mae']:7.3f} {e['rmse']:7.3f} "
-                   f"{_fmt(e['crps']):>7s} {_fmt(e['coverage90'], '.2f'):>6s} "
+                   f"{fmt_value(e['crps']):>7s} {fmt_value(e['coverage90'], '.2f'):>6s} "
                    f"{e['seconds_per_case']:9.3g}")
   return "\n".join(lines)

@@ -5,8 +5,10 @@ that space (§III-B). Outputs are mapped back to percent; the point estimate is 
 posterior mean clipped to [0, 100] (§V-B) and the fraction of samples outside that
 range is reported.
 
-config.model.kind: 'mcsdr' (ε-loss Eq. 6, K posterior samples per case) or
-'deterministic' (Table IV: the same conditioning, an MSE head).
+config.model.kind: 'mcsdr' (ε-loss Eq. 6, K posterior samples per case),
+'deterministic' (Table IV: the same conditioning, an MSE head), or one of the
+uncertainty methods a user would pick instead (mcsdr_jax/competitors.py:
+'heteroscedastic', 'ensemble', 'mc_dropout'), scored by the same sample-based evaluation.
 """
 from __future__ import annotations
 
@@ -23,13 +25,15 @@ from diffusion import samplers
 from diffusion import schedule as schedule_lib
 from evaluation import probabilistic
 from evaluation import regression
+from mcsdr_jax import competitors
 from mcsdr_jax import model as model_lib
 from mcsdr_jax import posterior
 from mcsdr_jax import reports
 
 MODEL_KEYS = ("video", "attr_cont", "attr_cont_missing", "attr_cat")
-KINDS = ("mcsdr", "deterministic")
+KINDS = ("mcsdr", "deterministic") + competitors.KINDS
 SPREAD_CALIBRATIONS = ("val", "none")
+AUX_LOSSES = ("mse", "gaussian_nll")
 RAW_KEYS = ("crps", "crps_all_pairs", "coverage50", "coverage90", "sigma_mean",
             "sigma_error_spearman", "pit_hist")
 
@@ -41,7 +45,9 @@ def with_stats(metrics: dict, batch_stats) -> dict:
 
 
 def sampler_config(cfg) -> samplers.SamplerConfig:
-  return samplers.SamplerConfig(name=cfg.sampler, steps=cfg.steps, eta=cfg.eta,
+  """config.sampling → SamplerConfig; for 'pf_ode', steps 0 means adaptive steps."""
+  steps = None if cfg.sampler == "pf_ode" and not cfg.steps else cfg.steps
+  return samplers.SamplerConfig(name=cfg.sampler, steps=steps, eta=cfg.eta,
                                 spacing=cfg.spacing)
 
 
@@ -59,9 +65,15 @@ def build_model(mcfg, num_categories, diffusion_cfg=None, proj_head=None):
               conditioning=mcfg.conditioning, video_grid=tuple(mcfg.video_grid),
               attr_in_summary=mcfg.attr_in_summary,
               dtype=jnp.dtype(mcfg.dtype))
-  if mcfg.kind == "deterministic":
-    return model_lib.DeterministicRegressor(num_categories, conditioner_kwargs=cond,
-                                            hidden=mcfg.hidden)
+  competitors.check(mcfg)
+  if mcfg.kind == "ensemble":
+    return competitors.Ensemble(mcfg.ensemble_size, dict(
+        num_categories=num_categories, conditioner_kwargs=cond, hidden=mcfg.hidden,
+        dropout=mcfg.dropout))
+  if mcfg.kind != "mcsdr":
+    return model_lib.DeterministicRegressor(
+        num_categories, conditioner_kwargs=cond, hidden=mcfg.hidden,
+        outputs=2 if mcfg.kind == "heteroscedastic" else 1, dropout=mcfg.dropout)
   pred = dict(hidden=mcfg.hidden, time_dim=mcfg.time_dim)
   if mcfg.predictor in ("mcsn", "transformer_decoder"):
     pred.update(heads=mcfg.heads, mlp_ratio=mcfg.mlp_ratio)
@@ -69,9 +81,12 @@ def build_model(mcfg, num_categories, diffusion_cfg=None, proj_head=None):
     pred["num_layers"] = mcfg.num_layers
   schedule = schedule_lib.VPSchedule() if diffusion_cfg is None else \
       schedule_lib.VPSchedule.from_config(diffusion_cfg)
+  aux_loss = "mse" if diffusion_cfg is None else diffusion_cfg.aux_loss
+  if aux_loss not in AUX_LOSSES:
+    raise ValueError(f"config.diffusion.aux_loss: {aux_loss!r} is not one of {AUX_LOSSES}")
   return model_lib.MCSDR(num_categories, predictor=mcfg.predictor, predictor_kwargs=pred,
                          conditioner_kwargs=cond, eps_skip=mcfg.eps_skip,
-                         schedule=schedule,
+                         schedule=schedule, aux_outputs=2 if aux_loss == "gaussian_nll" else 1,
                          proj_head=proj_head)
 
 
@@ -102,7 +117,7 @@ class EFRegressionTask(ef_data.EFData):
                              proj_head=self.plugin.head if self.plugin else None)
     self.schedule = schedule_lib.VPSchedule.from_config(config.diffusion)
     s = config.sampling
-    if self.kind == "mcsdr" and min(s.num_samples, s.val_num_samples) < 2:
+    if self.kind != "deterministic" and min(s.num_samples, s.val_num_samples) < 2:
       raise ValueError("config.sampling.num_samples and val_num_samples must be ≥ 2 "
                        f"(a posterior needs spread), got {s.num_samples}, {s.val_num_samples}")
     calibration = s.spread_calibration
@@ -112,6 +127,7 @@ class EFRegressionTask(ef_data.EFData):
     self._scale_cache = None
     self._samplers = {}
     self._predict = jax.jit(lambda p, b: self.model.apply(p, b, train=False))
+    self._predictive = jax.jit(self._predictive_samples, static_argnums=4)
 
   # -- Training ------------------------------------------------------------------
 
@@ -123,7 +139,7 @@ class EFRegressionTask(ef_data.EFData):
 
   def init(self, rng, batch):
     inputs = {k: batch[k] for k in MODEL_KEYS}
-    if self.kind == "deterministic":
+    if self.kind != "mcsdr":
       return self.model.init(rng, inputs)
     b = batch["video"].shape[0]
     return self.model.init(rng, inputs, jnp.zeros((b,)), jnp.zeros((b,), jnp.int32))
@@ -132,11 +148,8 @@ class EFRegressionTask(ef_data.EFData):
     inputs = {k: batch[k] for k in MODEL_KEYS}
     drop_rng, noise_rng = jax.random.split(rng)
     target = self.standardise(batch["ef"])
-    if self.kind == "deterministic":
-      pred, stats = video_backbones.apply_train(self.model, params, inputs, train=True,
-                                                rngs={"attr_dropout": drop_rng})
-      return jnp.mean((pred - target) ** 2), with_stats(
-          {"mae_ef": jnp.mean(jnp.abs(pred - target)) * self.ef_std}, stats)
+    if self.kind != "mcsdr":
+      return self._point_loss(params, inputs, target, drop_rng, noise_rng)
     if self.plugin:
       (memory, aux, plugin_loss), stats = self._plugin_loss(
           params, inputs, batch["ef"], drop_rng, jax.random.fold_in(rng, 1))
@@ -154,13 +167,62 @@ class EFRegressionTask(ef_data.EFData):
     # Several (t, ε) draws per example reuse one encoder pass (mean of Eq. 6 estimates).
     keys = jax.random.split(noise_rng, self.config.diffusion.noise_draws)
     eps_loss = jnp.mean(jax.vmap(one_draw)(keys))
-    aux_mse = jnp.mean((aux - target) ** 2)
-    loss = eps_loss + self.config.diffusion.aux_weight * aux_mse
+    aux_loss, aux = self._aux_loss(aux, target)
+    loss = eps_loss + self.config.diffusion.aux_weight * aux_loss
     metrics = {"eps_loss": eps_loss, "aux_mae_ef": jnp.mean(jnp.abs(aux - target)) * self.ef_std}
     if self.plugin:
       loss = loss + self.plugin.weight * plugin_loss
       metrics[f"{self.plugin.name}_loss"] = plugin_loss
     return loss, with_stats(metrics, stats)
+
+  def _aux_loss(self, aux, target):
+    """(the auxiliary EF head's loss, its EF estimate (B,)): config.diffusion.aux_loss
+    'mse' on its one output, or 'gaussian_nll' on its (μ, raw σ) outputs, so the
+    summary token the ε-network attends to carries each case's expected error too."""
+    if self.config.diffusion.aux_loss == "gaussian_nll":
+      mu, sigma = aux[:, 0], competitors.sigma_from_raw(aux[:, 1])
+      return jnp.mean(competitors.gaussian_nll(mu, sigma, target)), mu
+    return jnp.mean((aux - target) ** 2), aux
+
+  def _point_loss(self, params, inputs, target, drop_rng, dropout_rng):
+    """The deterministic baseline's and the competitors' losses (standardised EF):
+    MSE; the heteroscedastic head's Gaussian NLL or CRPS (config.model.het_loss); the
+    mean over the ensemble's members of their MSE (each member's own gradient)."""
+    out, stats = video_backbones.apply_train(
+        self.model, params, inputs, train=True,
+        rngs={"attr_dropout": drop_rng, "dropout": dropout_rng})
+    if self.kind == "heteroscedastic":
+      mu, sigma = out[:, 0], competitors.sigma_from_raw(out[:, 1])
+      fn = (competitors.gaussian_nll if self.config.model.het_loss == "gaussian_nll"
+            else competitors.gaussian_crps)
+      metrics = {"mae_ef": jnp.mean(jnp.abs(mu - target)) * self.ef_std,
+                 "sigma_ef": jnp.mean(sigma) * self.ef_std}
+      return jnp.mean(fn(mu, sigma, target)), with_stats(metrics, stats)
+    mse = jnp.mean((out - target) ** 2)     # ensemble: out (M, B), the members' mean
+    mean = jnp.mean(out, axis=0) if self.kind == "ensemble" else out
+    return mse, with_stats({"mae_ef": jnp.mean(jnp.abs(mean - target)) * self.ef_std}, stats)
+
+  def _predictive_samples(self, params, inputs, case_ids, key, num_samples: int):
+    """(B, K) standardised samples of a competitor's predictive: Gaussian mid-quantiles
+    (heteroscedastic; ensemble: N(member mean, member SD²)) or K dropout masks of the
+    head over one encoder pass (mc_dropout; masks drawn per case from fold_in(key, id))."""
+    if self.kind == "heteroscedastic":
+      out = self.model.apply(params, inputs, train=False)
+      return competitors.quantile_samples(out[:, 0], competitors.sigma_from_raw(out[:, 1]),
+                                          num_samples)
+    if self.kind == "ensemble":
+      mean, sd = competitors.ensemble_moments(self.model.apply(params, inputs, train=False))
+      return competitors.quantile_samples(mean, sd, num_samples)
+    h = self.model.apply(params, inputs, method=self.model.features)
+
+    def one_case(case_id, hi):
+      case_key = jax.random.fold_in(key, case_id)
+      draw = lambda j: self.model.apply(
+          params, hi[None], train=True, method=self.model.readout,
+          rngs={"dropout": jax.random.fold_in(case_key, j)})[0]
+      return jax.vmap(draw)(jnp.arange(num_samples))
+
+    return jax.vmap(one_case)(case_ids, h)
 
   def _plugin_loss(self, params, inputs, ef, drop_rng, view_rng):
     """((memory, aux, the plug-in's loss), updated batch_stats) with z from the pooled
@@ -190,9 +252,11 @@ class EFRegressionTask(ef_data.EFData):
 
   def predict(self, params, split: str, rng, *, num_samples: int | None = None,
               sampler_cfg: samplers.SamplerConfig | None = None, trajectory: bool = False):
-    """EF (%) samples (N, K) per example of `split` (K = 1 for the deterministic model),
+    """EF (%) samples (N, K) per example of `split` (K = 1 for the deterministic model;
+    K = config.sampling.num_samples by default),
     the labels (N,), and trajectories (N, K, S) in EF % if requested. Clips of one
     video are averaged sample-wise (their noise is shared, keyed by the video index)."""
+    num_samples = num_samples or self.config.sampling.num_samples
     fn = None
     if self.kind == "mcsdr":
       fn = self.sampler(num_samples, sampler_cfg or sampler_config(self.config.sampling),
@@ -201,8 +265,12 @@ class EFRegressionTask(ef_data.EFData):
     for batch in self.eval_batches(split):
       inputs = {k: batch[k] for k in MODEL_KEYS}
       keys.append((batch["index"], batch["mask"]))
-      if fn is None:
+      if self.kind == "deterministic":
         outs.append(self.to_percent(self._predict(params, inputs))[:, None])
+        continue
+      if fn is None:
+        outs.append(self.to_percent(self._predictive(
+            params, inputs, jnp.asarray(batch["index"], jnp.int32), rng, num_samples)))
         continue
       out, traj = fn(params, dict(inputs, index=batch["index"]), rng)
       outs.append(self.to_percent(out))
@@ -222,7 +290,7 @@ class EFRegressionTask(ef_data.EFData):
     samples, labels, trajs = self.predict(params, split, rng, num_samples=k,
                                           trajectory=final and self.kind == "mcsdr")
     samples, labels, trajs = (ef_data.select_cases(keep, x) for x in (samples, labels, trajs))
-    if self.kind == "mcsdr":
+    if self.kind != "deterministic":
       metrics = probabilistic.probabilistic_metrics(labels, samples)
       scale = self._spread_scale(params, rng, split, samples, labels) if final else None
       if scale is not None:   # σ-scaled posterior; the raw one's scores kept as raw_*

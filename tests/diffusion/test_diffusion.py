@@ -184,3 +184,35 @@ def test_sampler_registry_names_and_validation():
   np.testing.assert_array_equal(
       samplers.sampler_times(samplers.SamplerConfig("ddpm", t_start=3), SCHED), [3, 2, 1, 0, -1])
   assert samplers.sampler_times(samplers.SamplerConfig("pf_ode"), SCHED) is None
+
+
+def test_few_step_ddim_narrows_a_narrow_posterior_and_the_ode_does_not():
+  """A posterior of SD 0.25 (an EF posterior of ~3 points, standardised): DDIM-10's last
+  step returns E[y0 | y_99], dropping the variance left at t = 99 (noise SD ≈ 0.33 in
+  y0 units), so its samples' SD is the closed-form product of its affine steps, ≈ 0.55 ×
+  the truth; DDPM-1000 and the adaptive probability-flow ODE keep it (why
+  configs/pediatric.py samples with 'pf_ode')."""
+  sd, n = 0.25, 4000
+
+  def eps_d(y, t):
+    ab = SCHED.alphas_cumprod[t]
+    return jnp.sqrt(1 - ab) * (y - jnp.sqrt(ab) * MU) / (ab * sd ** 2 + 1 - ab)
+
+  def eps_c(y, label):
+    ab = SCHED.alpha_bar_continuous(label / 999.0)
+    return jnp.sqrt(1 - ab) * (y - jnp.sqrt(ab) * MU) / (ab * sd ** 2 + 1 - ab)
+
+  key = jax.random.key(7)
+  ts = samplers.ddim_timesteps(1000, 10)
+  gain = np.sqrt(AB[ts[0]] * sd ** 2 + 1 - AB[ts[0]])    # SD of y at the first step
+  for t, tp in zip(ts[:-1], ts[1:]):
+    ab, abp = AB[t], (AB[tp] if tp >= 0 else 1.0)
+    gain *= (np.sqrt(abp * ab) * sd ** 2 + np.sqrt((1 - abp) * (1 - ab))) / (ab * sd ** 2 + 1 - ab)
+  assert 0.5 < gain / sd < 0.6
+  ddim = samplers.ddim_sample(eps_d, SCHED, key, (n,), num_steps=10)[0]
+  se = 1 / np.sqrt(2 * n)                                 # relative SE of a sample SD
+  assert float(jnp.std(ddim)) == pytest.approx(gain, rel=4 * se)
+  ddpm = jax.jit(lambda k: samplers.ddpm_sample(eps_d, SCHED, k, (n,))[0])(key)
+  ode = samplers.pf_ode_sample(eps_c, SCHED, key, (n,))[0]
+  for name, y in (("ddpm", ddpm), ("pf_ode", ode)):
+    assert float(jnp.std(y)) == pytest.approx(sd, rel=4 * se + 0.02), name

@@ -1,0 +1,153 @@
+"""The uncertainty competitors of MCSDR (mcsdr_jax/competitors.py): losses against
+independent float64 references, the ensemble as independent regressors, MC dropout's
+readout, and each kind trained for a few steps through the real loop."""
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special as sp_special
+from scipy import stats
+
+from configs import pediatric
+from evaluation import probabilistic
+from mcsdr_jax import competitors
+from mcsdr_jax import model as model_lib
+from mcsdr_jax import task as task_lib
+
+
+def _batch(b=3, t=4, hw=16, n_cont=2, seed=0):
+  rng = np.random.default_rng(seed)
+  return {"video": rng.random((b, t, hw, hw, 1)).astype(np.float32),
+          "attr_cont": rng.standard_normal((b, n_cont)).astype(np.float32),
+          "attr_cont_missing": np.zeros((b, n_cont), bool),
+          "attr_cat": rng.integers(0, 2, (b, 1)).astype(np.int32)}
+
+
+COND = dict(encoder="small", encoder_kwargs=dict(widths=(4, 8), patch=(2, 4, 4)), features=8,
+            hidden=16, attr_features=8, video_grid=(2, 2, 2))
+
+
+def _regressor(**kw):
+  return model_lib.DeterministicRegressor((2,), conditioner_kwargs=COND, hidden=16, **kw)
+
+
+def test_gaussian_nll_matches_scipy(x64):
+  rng = np.random.default_rng(0)
+  mu, y = rng.normal(size=50), rng.normal(size=50) * 3
+  sigma = rng.uniform(0.05, 4.0, 50)
+  got = np.asarray(competitors.gaussian_nll(jnp.asarray(mu), jnp.asarray(sigma), jnp.asarray(y)))
+  np.testing.assert_allclose(got, -stats.norm.logpdf(y, mu, sigma), rtol=1e-12)
+
+
+def test_gaussian_crps_matches_the_integral_of_the_squared_cdf_difference(x64):
+  """CRPS = ∫_{−∞}^{y} F² dx + ∫_{y}^{∞} (1 − F)² dx, trapezoid rule on fine float64 grids
+  that meet at y (where the integrand jumps)."""
+  trapezoid = getattr(np, "trapezoid", None) or np.trapz
+  rng = np.random.default_rng(1)
+  for mu, sigma, y in zip(rng.normal(size=6), rng.uniform(0.1, 3.0, 6), rng.normal(size=6) * 2):
+    below = np.linspace(min(mu, y) - 14 * sigma, y, 200_001)
+    above = np.linspace(y, max(mu, y) + 14 * sigma, 200_001)
+    brute = (trapezoid(sp_special.ndtr((below - mu) / sigma) ** 2, below)
+             + trapezoid(sp_special.ndtr(-(above - mu) / sigma) ** 2, above))
+    got = float(competitors.gaussian_crps(jnp.float64(mu), jnp.float64(sigma), jnp.float64(y)))
+    assert got == pytest.approx(brute, rel=1e-6, abs=1e-9)
+
+
+def test_quantile_samples_are_the_gaussian_mid_quantiles_and_score_like_it(x64):
+  mu, sigma = jnp.array([0.3, -2.0]), jnp.array([1.5, 0.2])
+  got = np.asarray(competitors.quantile_samples(mu, sigma, 40))
+  levels = (np.arange(40) + 0.5) / 40
+  np.testing.assert_allclose(got, stats.norm.ppf(levels[None], np.asarray(mu)[:, None],
+                                                 np.asarray(sigma)[:, None]), rtol=1e-10)
+  # Many mid-quantile samples: the sample CRPS (the evaluation's) → the closed form.
+  y = np.array([1.1, -2.5])
+  dense = np.asarray(competitors.quantile_samples(mu, sigma, 4000))
+  closed = np.asarray(competitors.gaussian_crps(mu, sigma, jnp.asarray(y)))
+  np.testing.assert_allclose(probabilistic.crps_ensemble(dense, y), closed, rtol=2e-3)
+
+
+def test_sigma_from_raw_is_positive_with_a_floor():
+  s = np.asarray(competitors.sigma_from_raw(jnp.array([-50.0, 0.0, 3.0])))
+  assert s[0] == pytest.approx(competitors.SIGMA_FLOOR) and s[1] == pytest.approx(np.log(2) + 1e-3)
+  assert s[2] == pytest.approx(np.log1p(np.exp(3.0)) + 1e-3, rel=1e-6)
+
+
+def test_ensemble_members_are_independent_regressors():
+  batch = _batch()
+  kw = dict(num_categories=(2,), conditioner_kwargs=COND, hidden=16)
+  ens = competitors.Ensemble(3, kw)
+  params = ens.init(jax.random.key(0), batch)
+  out = ens.apply(params, batch)
+  assert out.shape == (3, 3)
+  single = model_lib.DeterministicRegressor(**kw)
+  for m in range(3):
+    member = jax.tree.map(lambda x, m=m: x[m], params["params"]["members"])
+    np.testing.assert_allclose(out[m], single.apply({"params": member}, batch), rtol=1e-5,
+                               atol=1e-6)
+  assert float(jnp.std(out, axis=0).mean()) > 1e-4          # Different initialisations.
+  # The task's loss, the members' mean MSE: member m's gradient is its own MSE's / M.
+  target = jnp.array([0.5, -1.0, 0.2])
+  grads = jax.grad(lambda p: jnp.mean((ens.apply(p, batch) - target) ** 2))(params)
+  member = jax.tree.map(lambda x: x[1], params["params"]["members"])
+  alone = jax.grad(lambda p: jnp.mean((single.apply({"params": p}, batch) - target) ** 2))(member)
+  jax.tree.map(lambda g, a: np.testing.assert_allclose(g[1], a / 3, rtol=1e-4, atol=1e-7),
+               grads["params"]["members"], alone)
+  mean, sd = competitors.ensemble_moments(out)
+  np.testing.assert_allclose(sd, np.std(np.asarray(out), axis=0, ddof=1), rtol=1e-5)
+  np.testing.assert_allclose(mean, np.mean(np.asarray(out), axis=0), rtol=1e-5, atol=1e-7)
+
+
+def test_mc_dropout_readout_splits_the_call_and_drops_only_in_train():
+  batch = _batch()
+  model = _regressor(dropout=0.5)
+  params = model.init(jax.random.key(0), batch)
+  h = model.apply(params, batch, method=model.features)
+  np.testing.assert_allclose(model.apply(params, h, method=model.readout),
+                             model.apply(params, batch), rtol=1e-6)
+  a, b = (model.apply(params, h, train=True, method=model.readout,
+                      rngs={"dropout": jax.random.key(i)}) for i in (1, 2))
+  assert not np.allclose(a, b)
+  no_drop = _regressor(dropout=0.0)
+  np.testing.assert_allclose(no_drop.apply(params, h, train=True, method=no_drop.readout),
+                             model.apply(params, h, method=model.readout), rtol=1e-6)
+  two = _regressor(outputs=2)
+  assert two.apply(two.init(jax.random.key(0), batch), batch).shape == (3, 2)
+
+
+def test_config_variants_and_errors():
+  assert pediatric.get_config("smoke,ensemble").model.kind == "ensemble"
+  c = pediatric.get_config("mc_dropout")
+  assert (c.model.kind, c.model.dropout) == ("mc_dropout", 0.2)
+  assert pediatric.get_config("heteroscedastic").model.het_loss == "gaussian_nll"
+  with pytest.raises(ValueError, match="at most one"):
+    pediatric.get_config("ensemble,mc_dropout")
+  for field, value, kind in (("het_loss", "mse", "heteroscedastic"), ("ensemble_size", 1, "ensemble"),
+                             ("dropout", 0.0, "mc_dropout")):
+    c = pediatric.get_config("smoke")
+    c.model.kind, c.model[field] = kind, value
+    with pytest.raises(ValueError, match=f"config.model.{field}"):
+      task_lib.build_model(c.model, (2,))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["heteroscedastic", "ensemble", "mc_dropout"])
+def test_competitor_trains_and_is_scored_as_a_posterior(kind, tmp_path, smoke_cache, monkeypatch):
+  """configs/pediatric.py:smoke,KIND through the real loop (4 steps): the same metrics as
+  MCSDR's (coverage, σ–error rank correlation, σ-scaling fitted on val) and K samples."""
+  from training import loop  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("CARDIAC_DATA_CACHE", str(smoke_cache))
+  config = pediatric.get_config(f"smoke,{kind}")
+  config.num_steps, config.eval_every, config.checkpoint.save_every = 4, 4, 4
+  config.model.ensemble_size = 2
+  loop.train_and_evaluate(config, str(tmp_path))
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  for name in ("mae", "crps", "coverage90", "raw_coverage90", "sigma_error_spearman",
+               "spread_scale"):
+    assert np.isfinite(metrics[f"test/{name}"]), name
+  assert metrics["test/sigma_mean"] > 0
+  pred = np.load(tmp_path / "predictions.npz")
+  assert pred["samples"].shape == (metrics["test/n"], config.sampling.num_samples)
