@@ -62,6 +62,22 @@ class SummaryTable:
   note: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class SeedTable:
+  """Rows: the runs results/<prefix>[-<label>]_seed<N>/metrics.json grouped by label
+  ('default' without one), each
+  column shown as mean ± SD over the label's seeds (the column `n`: how many). A column
+  key is a metrics.json key, or 'key>group>field' inside a nested table."""
+  key: str
+  title: str
+  prefix: str
+  columns: tuple[Column, ...]
+  note: str = ""
+
+
+_SEED_RUN = re.compile(r"^(?P<label>.*)_seed(?P<seed>\d+)$")
+
+
 #: Columns of the inter-domain segmentation studies (the withheld structure first).
 _SEG_COLUMNS = (Column("withheld LA (Unity-like)", "withheld_dice", ".3f"),
                 Column("LV", "dice:lv", ".3f"), Column("LVM", "dice:lvm", ".3f"),
@@ -69,14 +85,23 @@ _SEG_COLUMNS = (Column("withheld LA (Unity-like)", "withheld_dice", ".3f"),
                 Column("EF MAE discs", "ef_mae_discs", ".1f"))
 
 TABLES = (
-    Table("mcsdr", "MCSDR, default job (`configs/pediatric.py`): test split, K = 40, DDIM-10, "
-          "best checkpoint", "mcsdr_pediatric", (
-              Column("MAE", "test/mae"), Column("RMSE", "test/rmse"), Column("R²", "test/r2"),
-              Column("CRPS", "test/crps"), Column("coverage 90", "test/coverage90"),
-              Column("raw coverage 90", "test/raw_coverage90"),
-              Column("Spearman(σ, \\|err\\|)", "test/sigma_error_spearman"),
-              Column("mean-predictor MAE", "test/mean_predictor_mae")),
-          "coverage 90 after σ-scaling fitted on val (raw: before)."),
+    SeedTable("mcsdr", "MCSDR, default job (`configs/pediatric.py`), and the uncertainty methods "
+              "a user would pick instead on the same encoder and budget (`configs/pediatric.py:"
+              "<method>`): test split, K = 40, best checkpoint, mean ± SD over seeds",
+              "mcsdr_pediatric", (
+                  Column("MAE", "test/mae"),
+                  Column("MAE / mean-predictor", "test/mae_over_mean_predictor", ".3f"),
+                  Column("CRPS", "test/raw_crps"),
+                  Column("raw cov. 90", "test/raw_coverage90"),
+                  Column("σ-scaled cov. 90", "test/coverage90"),
+                  Column("Spearman(σ, \\|err\\|)", "test/raw_sigma_error_spearman"),
+                  Column("σ poor / good", "test/sigma_poor_over_good"),
+                  Column("σ good", "test/by_quality>good>sigma_mean", ".1f"),
+                  Column("σ medium", "test/by_quality>medium>sigma_mean", ".1f"),
+                  Column("σ poor", "test/by_quality>poor>sigma_mean", ".1f")),
+              "CRPS, raw coverage and Spearman: the raw posterior; σ per tier after σ-scaling "
+              "fitted on val (the tiers' true label-noise SD: good 2, medium 3.5, poor 6 EF "
+              "points)."),
     Table("adacon", "AdaCon (`configs/adacon_dynamic.py`): test split", "adacon", (
         Column("MAE", "test/mae"), Column("RMSE", "test/rmse"), Column("R²", "test/r2"),
         Column("mean-predictor MAE", "test/mean_predictor_mae"))),
@@ -103,6 +128,38 @@ TABLES = (
             Column("EchoNet-like", "dice_by_domain:echonet/dice_lv", ".3f")),
         "Row: the domain(s) trained on; a model is tested on every domain, seen or not."),
 )
+
+
+def metric_value(metrics: dict, key: str):
+  """metrics[key], or the nested value of a 'key>group>field' path (None if absent)."""
+  value = metrics
+  for part in key.split(">"):
+    if not isinstance(value, dict) or part not in value:
+      return None
+    value = value[part]
+  return value
+
+
+def _seed_rows(table: SeedTable, chosen: dict) -> list[str]:
+  groups: dict[str, list[dict]] = {}
+  for name, r in chosen.items():
+    m = _SEED_RUN.match(name[len(table.prefix):])
+    if m:
+      label = m.group("label").lstrip("-_") or "default"
+      groups.setdefault(label, []).append(r["metrics"])
+  lines = ["| method | seeds | " + " | ".join(c.header for c in table.columns) + " |",
+           "|---|---|" + "---|" * len(table.columns)]
+  for label, runs in groups.items():
+    cells = []
+    for c in table.columns:
+      values = [v for v in (metric_value(m, c.key) for m in runs)
+                if isinstance(v, (int, float)) and math.isfinite(v)]
+      mean = sum(values) / len(values) if values else None
+      sd = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            if len(values) > 1 else None)
+      cells.append(_pm_cell(mean, sd, c.fmt))
+    lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
+  return lines
 
 
 def load_runs(root: pathlib.Path = RESULTS) -> dict[str, dict]:
@@ -184,7 +241,10 @@ def render_table(table: Table | SummaryTable, runs: dict[str, dict], compact: bo
            f"`results/{table.prefix}*/{kind}.json`)", ""]
   if not chosen:
     return "\n".join(lines + ["No run kept yet."])
-  rows = _summary_rows(table, chosen) if kind == "summary" else _metric_rows(table, chosen)
+  if isinstance(table, SeedTable):
+    rows = _seed_rows(table, chosen)
+  else:
+    rows = _summary_rows(table, chosen) if kind == "summary" else _metric_rows(table, chosen)
   return "\n".join(lines + rows + [""] + _how_made(table, chosen, compact))
 
 

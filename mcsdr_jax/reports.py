@@ -91,6 +91,8 @@ def write_report(workdir: str, split: str, truth, samples, trajectories, keys, i
     for q in table:
       table[q]["true_label_noise_sd"] = true_sd[q]
     tables["by_quality"] = table
+    if "good" in table and "poor" in table:   # The built-in cohorts' tiers: σ should widen.
+      tables["sigma_poor_over_good"] = table["poor"]["sigma_mean"] / table["good"]["sigma_mean"]
     plots.group_bar_plot(png("sigma_by_quality"), table, metric="sigma_mean", reference=true_sd,
                          reference_label="true label-noise SD",
                          title="Mean posterior σ per quality tier")

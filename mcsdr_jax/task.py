@@ -33,7 +33,7 @@ from mcsdr_jax import reports
 MODEL_KEYS = ("video", "attr_cont", "attr_cont_missing", "attr_cat")
 KINDS = ("mcsdr", "deterministic") + competitors.KINDS
 SPREAD_CALIBRATIONS = ("val", "none")
-AUX_LOSSES = ("mse", "gaussian_nll")
+AUX_LOSSES = ("mse", "gaussian_nll", "beta_nll")
 RAW_KEYS = ("crps", "crps_all_pairs", "coverage50", "coverage90", "sigma_mean",
             "sigma_error_spearman", "pit_hist")
 
@@ -86,7 +86,7 @@ def build_model(mcfg, num_categories, diffusion_cfg=None, proj_head=None):
     raise ValueError(f"config.diffusion.aux_loss: {aux_loss!r} is not one of {AUX_LOSSES}")
   return model_lib.MCSDR(num_categories, predictor=mcfg.predictor, predictor_kwargs=pred,
                          conditioner_kwargs=cond, eps_skip=mcfg.eps_skip,
-                         schedule=schedule, aux_outputs=2 if aux_loss == "gaussian_nll" else 1,
+                         schedule=schedule, aux_outputs=1 if aux_loss == "mse" else 2,
                          proj_head=proj_head)
 
 
@@ -177,12 +177,15 @@ class EFRegressionTask(ef_data.EFData):
 
   def _aux_loss(self, aux, target):
     """(the auxiliary EF head's loss, its EF estimate (B,)): config.diffusion.aux_loss
-    'mse' on its one output, or 'gaussian_nll' on its (μ, raw σ) outputs, so the
-    summary token the ε-network attends to carries each case's expected error too."""
-    if self.config.diffusion.aux_loss == "gaussian_nll":
-      mu, sigma = aux[:, 0], competitors.sigma_from_raw(aux[:, 1])
-      return jnp.mean(competitors.gaussian_nll(mu, sigma, target)), mu
-    return jnp.mean((aux - target) ** 2), aux
+    'mse' on its one output, or 'gaussian_nll' / 'beta_nll' (β = 1) on its (μ, raw σ)
+    outputs, so the summary token the ε-network attends to carries each case's expected
+    error too."""
+    kind = self.config.diffusion.aux_loss
+    if kind == "mse":
+      return jnp.mean((aux - target) ** 2), aux
+    mu, sigma = aux[:, 0], competitors.sigma_from_raw(aux[:, 1])
+    fn = competitors.gaussian_nll if kind == "gaussian_nll" else competitors.beta_nll
+    return jnp.mean(fn(mu, sigma, target)), mu
 
   def _point_loss(self, params, inputs, target, drop_rng, dropout_rng):
     """The deterministic baseline's and the competitors' losses (standardised EF):
@@ -301,6 +304,7 @@ class EFRegressionTask(ef_data.EFData):
     else:
       metrics = regression.regression_metrics(labels, np.clip(samples[:, 0], 0.0, 100.0))
     metrics["mean_predictor_mae"] = float(np.mean(np.abs(labels - self.ef_mean)))
+    metrics["mae_over_mean_predictor"] = metrics["mae"] / metrics["mean_predictor_mae"]
     metrics.update(ef_data.unlabelled_metrics(keep))
     if final:
       keys = builders.split_metadata(self.sources[split], "key")

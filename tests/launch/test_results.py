@@ -13,18 +13,18 @@ def test_committed_tables_are_up_to_date():
 
 
 def test_table_rows_come_from_metrics(tmp_path):
-  run = tmp_path / "results" / "mcsdr_pediatric_a"
+  run = tmp_path / "results" / "adacon_a"
   run.mkdir(parents=True)
   (run / "metrics.json").write_text(json.dumps({"test/mae": 3.14159, "test/rmse": float("nan")}))
   (run / "run.json").write_text(json.dumps({"command": "python -m launch.train --config=X"}))
   (tmp_path / "docs").mkdir()
-  (tmp_path / "README.md").write_text("a\n<!-- results:mcsdr -->\nold\n<!-- /results:mcsdr -->\nb\n")
+  (tmp_path / "README.md").write_text("a\n<!-- results:adacon -->\nold\n<!-- /results:adacon -->\nb\n")
   out = results.outputs(tmp_path)
   readme = out[tmp_path / "README.md"]
-  assert readme.startswith("a\n<!-- results:mcsdr -->\n") and readme.endswith(
-      "<!-- /results:mcsdr -->\nb\n")
+  assert readme.startswith("a\n<!-- results:adacon -->\n") and readme.endswith(
+      "<!-- /results:adacon -->\nb\n")
   assert "old" not in readme
-  row = next(line for line in readme.splitlines() if line.startswith("| mcsdr_pediatric_a"))
+  row = next(line for line in readme.splitlines() if line.startswith("| adacon_a"))
   assert row.split(" | ")[1:3] == ["3.14", "–"]           # MAE, RMSE (NaN shown as –)
   assert "docs/results.md" in readme                     # README points to how runs were made
   doc = out[tmp_path / "docs" / "results.md"]
@@ -50,3 +50,26 @@ def test_summary_table_shows_mean_and_sd(tmp_path):
   assert row.split(" | ")[1:] == ["cce", "2", "0.951 ± 0.004", "0.700 ± 0.050", "– |"]
   assert "`python -m launch.seg_summary X`" in out[tmp_path / "docs" / "results.md"]
   assert results.summary_value(entry, "dice_by_domain:unity/dice_lv") == (0.7, 0.05)
+
+
+def test_seed_table_groups_runs_by_label_with_mean_and_sd(tmp_path):
+  """results/mcsdr_pediatric[-label]_seed<N>: one row per label, mean ± SD (n − 1) over the
+  seeds, nested 'key>group>field' columns; a run without _seed<N> is not a row."""
+  values = {"mcsdr_pediatric_seed42": 4.0, "mcsdr_pediatric_seed43": 5.0,
+            "mcsdr_pediatric_seed44": 6.0, "mcsdr_pediatric-ensemble_seed42": 3.0,
+            "mcsdr_pediatric_old": 9.0}
+  for name, mae in values.items():
+    run = tmp_path / "results" / name
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(
+        {"test/mae": mae, "test/by_quality": {"poor": {"sigma_mean": 2 * mae}}}))
+  (tmp_path / "docs").mkdir()
+  (tmp_path / "README.md").write_text("x\n")
+  doc = results.outputs(tmp_path)[tmp_path / "docs" / "results.md"]
+  rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in doc.splitlines()
+          if line.startswith("| default") or line.startswith("| ensemble")}
+  assert rows["default"][1:3] == ["3", "5.00 ± 1.00"]     # seeds, MAE
+  assert rows["default"][-1] == "10.0 ± 2.0 |"            # σ poor (nested key)
+  assert rows["ensemble"][1:3] == ["1", "3.00"]           # one seed: no SD
+  assert results.metric_value({"a": {"b": {"c": 1.5}}}, "a>b>c") == 1.5
+  assert results.metric_value({"a": {}}, "a>b>c") is None

@@ -43,6 +43,19 @@ def test_gaussian_nll_matches_scipy(x64):
   np.testing.assert_allclose(got, -stats.norm.logpdf(y, mu, sigma), rtol=1e-12)
 
 
+def test_beta_nll_has_the_mse_gradient_in_mu_and_the_nll_gradient_direction_in_sigma(x64):
+  """β-NLL (β = 1): ∂/∂μ = μ − y (the MSE's half-gradient) for any σ; ∂/∂σ = σ²·∂NLL/∂σ;
+  its value is σ²·NLL."""
+  mu, sigma, y = jnp.array([0.3, -1.0]), jnp.array([0.5, 2.0]), jnp.array([1.0, 0.5])
+  g_mu, g_sigma = jax.grad(lambda m, s: jnp.sum(competitors.beta_nll(m, s, y)),
+                           argnums=(0, 1))(mu, sigma)
+  np.testing.assert_allclose(g_mu, mu - y, rtol=1e-12)
+  nll_sigma = 1 / sigma - (y - mu) ** 2 / sigma ** 3
+  np.testing.assert_allclose(g_sigma, sigma ** 2 * nll_sigma, rtol=1e-12)
+  np.testing.assert_allclose(competitors.beta_nll(mu, sigma, y),
+                             sigma ** 2 * -stats.norm.logpdf(y, mu, sigma), rtol=1e-12)
+
+
 def test_gaussian_crps_matches_the_integral_of_the_squared_cdf_difference(x64):
   """CRPS = ∫_{−∞}^{y} F² dx + ∫_{y}^{∞} (1 − F)² dx, trapezoid rule on fine float64 grids
   that meet at y (where the integrand jumps)."""
@@ -85,17 +98,17 @@ def test_ensemble_members_are_independent_regressors():
   assert out.shape == (3, 3)
   single = model_lib.DeterministicRegressor(**kw)
   for m in range(3):
-    member = jax.tree.map(lambda x, m=m: x[m], params["params"]["members"])
+    member = params["params"][f"member{m}"]
     np.testing.assert_allclose(out[m], single.apply({"params": member}, batch), rtol=1e-5,
                                atol=1e-6)
   assert float(jnp.std(out, axis=0).mean()) > 1e-4          # Different initialisations.
   # The task's loss, the members' mean MSE: member m's gradient is its own MSE's / M.
   target = jnp.array([0.5, -1.0, 0.2])
   grads = jax.grad(lambda p: jnp.mean((ens.apply(p, batch) - target) ** 2))(params)
-  member = jax.tree.map(lambda x: x[1], params["params"]["members"])
-  alone = jax.grad(lambda p: jnp.mean((single.apply({"params": p}, batch) - target) ** 2))(member)
-  jax.tree.map(lambda g, a: np.testing.assert_allclose(g[1], a / 3, rtol=1e-4, atol=1e-7),
-               grads["params"]["members"], alone)
+  alone = jax.grad(lambda p: jnp.mean((single.apply({"params": p}, batch) - target) ** 2))(
+      params["params"]["member1"])
+  jax.tree.map(lambda g, a: np.testing.assert_allclose(g, a / 3, rtol=1e-4, atol=1e-7),
+               grads["params"]["member1"], alone)
   mean, sd = competitors.ensemble_moments(out)
   np.testing.assert_allclose(sd, np.std(np.asarray(out), axis=0, ddof=1), rtol=1e-5)
   np.testing.assert_allclose(mean, np.mean(np.asarray(out), axis=0), rtol=1e-5, atol=1e-7)
