@@ -59,7 +59,7 @@ def train_once(config: str, setting: tuple[str, ...], steps: int, log_every: int
 def run(config: str = "configs/pediatric.py", *, steps: int = 400, log_every: int = 50,
         repeats: int = 2, settings=tuple(SETTINGS), log=print) -> dict:
   from evaluation.devices import device_name  # pylint: disable=g-import-not-at-top
-  from training.sharding import usable_cores  # pylint: disable=g-import-not-at-top
+  from cardiac_data.host import usable_cores  # pylint: disable=g-import-not-at-top
   out = {name: dict(rates=[], losses=[]) for name in settings}
   with tempfile.TemporaryDirectory() as tmp:
     for r in range(repeats):

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
-import os
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -42,6 +41,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from cardiac_data import builders
+from cardiac_data import host
 from cardiac_data import transforms
 
 NORMALIZATIONS = ("scale", "meanstd")
@@ -50,11 +50,7 @@ NORMALIZATIONS = ("scale", "meanstd")
 def auto_worker_count(cores: int | None = None) -> int:
   """Grain workers for `worker_count=-1`: half the usable cores, at most 8 (the other
   half runs the train step, e.g. with config.sharding.cpu_devices=0; benchmarks/train_loop.py)."""
-  if cores is None:
-    try:
-      cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-      cores = os.cpu_count() or 1
+  cores = host.usable_cores() if cores is None else cores
   return max(0, min(8, int(cores) // 2))
 
 

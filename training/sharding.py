@@ -28,6 +28,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from cardiac_data import host
+
 DATA = "data"
 
 
@@ -82,17 +84,9 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   return True
 
 
-def usable_cores() -> int:
-  """CPU cores this process may run on (its affinity mask, else os.cpu_count())."""
-  try:
-    return max(1, len(os.sched_getaffinity(0)))
-  except (AttributeError, OSError):
-    return max(1, os.cpu_count() or 1)
-
-
 def auto_cpu_devices(batch_size: int, cores: int | None = None) -> int:
   """One CPU device per core, at most the largest divisor of `batch_size` that fits."""
-  cores = usable_cores() if cores is None else int(cores)
+  cores = host.usable_cores() if cores is None else int(cores)
   return max(n for n in range(1, max(1, min(cores, batch_size)) + 1) if batch_size % n == 0)
 
 
@@ -108,7 +102,7 @@ def configure_cpu_devices(config) -> int | None:
   processes (jax.distributed), and an explicit --xla_force_host_platform_device_count
   in XLA_FLAGS. Returns the number set, or None when left alone.
   """
-  requested = int(config.get("sharding", {}).get("cpu_devices", 1))
+  requested = int(config.sharding.cpu_devices)
   if requested < 0:
     raise ValueError(f"config.sharding.cpu_devices={requested}: use 0 (one per core) or "
                      "a positive count")
@@ -118,7 +112,7 @@ def configure_cpu_devices(config) -> int | None:
   n = requested or auto_cpu_devices(int(config.data.batch_size))
   jax.config.update("jax_num_cpu_devices", n)
   logging.info("CPU devices: %d (config.sharding.cpu_devices=%d, %d usable cores)", n,
-               requested, usable_cores())
+               requested, host.usable_cores())
   return n
 
 

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from cardiac_data import host
 from training import checkpoint as checkpoint_lib
 from training import loop
 from training import sharding
@@ -148,7 +149,7 @@ def test_configure_cpu_devices_follows_the_config(monkeypatch):
   monkeypatch.setattr(jax.config, "update", lambda k, v: calls.append((k, v)))
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   monkeypatch.setattr(sharding, "cluster_kind", lambda env=None: None)
-  monkeypatch.setattr(sharding, "usable_cores", lambda: 2)
+  monkeypatch.setattr(host, "usable_cores", lambda: 2)
   cfg = ml_collections.ConfigDict(dict(sharding=dict(cpu_devices=0), data=dict(batch_size=8)))
   assert sharding.configure_cpu_devices(cfg) == 2
   cfg.sharding.cpu_devices = 1
