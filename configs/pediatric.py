@@ -54,7 +54,8 @@ def get_config(arg: str | None = None):
     c.model.kind = chosen[0]
     c.model.dropout = 0.2 if chosen[0] == "mc_dropout" else 0.0
   c.diffusion = common.diffusion()
-  c.diffusion.noise_draws = 8
+  c.diffusion.noise_draws = 32   # (t, ε) draws per clip: the ε-network learns the posterior's
+                                 # width from them (8: MAE 3.64, σ–error ρ 0.12 on seed 42; +7 % step).
   c.diffusion.aux_weight = 1.0   # Random-init encoder: EF supervision (0 = Eq. 6 alone).
   # β-NLL on a (μ, σ) auxiliary head: the summary token the ε-network reads then carries
   # each clip's expected error, so σ widens with it ('mse': the earlier default, flat σ).

@@ -39,7 +39,7 @@ DEFAULT_KS = (1, 5, 10, 20, 40, 100)
 K_SWEEP_SAMPLER = "ddim10"
 #: Metrics copied into each entry (None where K = 1 leaves them undefined).
 METRIC_KEYS = ("mae", "rmse", "r2", "crps", "crps_all_pairs", "coverage50", "coverage90",
-               "sigma_mean", "frac_samples_outside")
+               "sigma_mean", "sigma_error_spearman", "frac_samples_outside")
 PROGRESS_S = 30.0
 _SAMPLER_RE = re.compile(r"^(ddpm|ddim|pf_ode)(\d*)$")
 
@@ -192,10 +192,10 @@ def format_table(study: dict) -> str:
   lines = [f"{study['split']}: {study['num_cases']} cases on {study['device']}, "
            f"{ck['which']} checkpoint (step {ck['step']})",
            f"{'sweep':8s} {'setting':10s} {'K':>4s} {'MAE':>7s} {'RMSE':>7s} {'CRPS':>7s} "
-           f"{'cov90':>6s} {'s/case':>9s}"]
+           f"{'cov90':>6s} {'σ':>6s} {'s/case':>9s}"]
   for sweep in ("samplers", "k_sweep"):
     for e in study[sweep]:
       lines.append(f"{sweep:8s} {e['name']:10s} {e['k']:4d} {e['mae']:7.3f} {e['rmse']:7.3f} "
                    f"{fmt_value(e['crps']):>7s} {fmt_value(e['coverage90'], '.2f'):>6s} "
-                   f"{e['seconds_per_case']:9.3g}")
+                   f"{fmt_value(e['sigma_mean'], '.2f'):>6s} {e['seconds_per_case']:9.3g}")
   return "\n".join(lines)

@@ -128,6 +128,7 @@ class EFRegressionTask(ef_data.EFData):
     self._samplers = {}
     self._predict = jax.jit(lambda p, b: self.model.apply(p, b, train=False))
     self._predictive = jax.jit(self._predictive_samples, static_argnums=4)
+    self._aux = jax.jit(lambda p, b: self.model.apply(p, b, method=self.model.condition_and_aux)[1])
 
   # -- Training ------------------------------------------------------------------
 
@@ -306,6 +307,8 @@ class EFRegressionTask(ef_data.EFData):
     metrics["mean_predictor_mae"] = float(np.mean(np.abs(labels - self.ef_mean)))
     metrics["mae_over_mean_predictor"] = metrics["mae"] / metrics["mean_predictor_mae"]
     metrics.update(ef_data.unlabelled_metrics(keep))
+    if final and self.kind == "mcsdr":
+      metrics.update(self._aux_metrics(params, split, keep, labels))
     if final:
       keys = builders.split_metadata(self.sources[split], "key")
       info = reports.case_info(self.root, self.sources[split], self.spec, keys)
@@ -313,6 +316,26 @@ class EFRegressionTask(ef_data.EFData):
       metrics.update(reports.write_report(workdir, split, labels, samples, trajs, keys, info,
                                           ts=self._trajectory_ts(), title=self._title(split)))
     return metrics
+
+  def _aux_metrics(self, params, split, keep, labels) -> dict:
+    """The auxiliary EF head's own scores (config.diffusion.aux_loss): aux_mae of its μ
+    and, for a (μ, σ) head, aux_sigma_error_spearman of its σ: what a linear read-out
+    of the summary token gives, beside the ε-network's posterior that attends to it."""
+    keys, mus, sigmas = [], [], []
+    for batch in self.eval_batches(split):
+      aux = np.asarray(self._aux(params, {k: batch[k] for k in MODEL_KEYS}))
+      keys.append((batch["index"], batch["mask"]))
+      mu = aux if aux.ndim == 1 else aux[:, 0]
+      mus.append(self.to_percent(mu)[:, None])
+      if aux.ndim == 2:
+        sigmas.append(np.asarray(competitors.sigma_from_raw(aux[:, 1]))[:, None] * self.ef_std)
+    n = len(self.sources[split])
+    mu = ef_data.select_cases(keep, ef_data.average_per_case(n, keys, mus, split)[:, 0])
+    out = {"aux_mae": float(np.mean(np.abs(np.clip(mu, 0.0, 100.0) - labels)))}
+    if sigmas:
+      sigma = ef_data.select_cases(keep, ef_data.average_per_case(n, keys, sigmas, split)[:, 0])
+      out["aux_sigma_error_spearman"] = probabilistic.spearman(sigma, np.abs(mu - labels))
+    return out
 
   def _spread_scale(self, params, rng, split, samples, labels):
     """config.sampling.spread_calibration 'val': the σ-scaling factor fitted on the

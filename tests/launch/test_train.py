@@ -31,8 +31,12 @@ def test_smoke_config_trains_and_writes_metrics(smoke_run):
     for name in ("mae", "rmse", "r2", "mean_predictor_mae"):
       assert f"{split}/{name}" in metrics
   assert metrics["test/n"] > 0
-  for name in ("crps", "crps_all_pairs", "coverage90", "sigma_error_spearman"):
+  for name in ("crps", "crps_all_pairs", "coverage90", "sigma_error_spearman", "aux_mae",
+               "aux_sigma_error_spearman", "mae_over_mean_predictor"):
     assert f"test/{name}" in metrics
+  assert metrics["test/mae_over_mean_predictor"] == pytest.approx(
+      metrics["test/mae"] / metrics["test/mean_predictor_mae"])
+  assert 0 < metrics["test/aux_mae"] < 3 * metrics["test/mean_predictor_mae"]
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert {r["split"] for r in rows} == {"train", "val"}
   train = [r for r in rows if r["split"] == "train"]
