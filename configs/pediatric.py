@@ -7,8 +7,9 @@ cohort by default).
   python -m launch.train --config=configs/pediatric.py:full \\
       --config.data.root=/data/pediatric_echo_avi --config.data.test_fold=3
 
-Variants (after the colon, comma-separated): '' (default, CPU-sized: 12.4 minutes
-on 2 cores from a fresh clone), 'smoke' (a minute), 'full' (the paper's setting for
+Variants (after the colon, comma-separated): '' (default, CPU-sized: 16.6 minutes
+from a fresh clone, pip install included, on 2 cores shared with other runs at load
+4–6; 3,000 steps at 5.2 steps/s there, ~8 steps/s alone), 'smoke' (a minute), 'full' (the paper's setting for
 accelerators: UniFormer-S pretrained by CoReEcho on EchoNet-Dynamic, fine-tuned at 0.1×
 the rate, 112², bfloat16, 50 epochs; convert the weights once, nothing is downloaded:
   python -m launch.import_weights --format=coreecho_uniformer \\
