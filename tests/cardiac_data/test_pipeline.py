@@ -12,6 +12,7 @@ import pytest
 
 from cardiac_data import attributes
 from cardiac_data import builders
+from cardiac_data import host
 from cardiac_data import pipeline
 from cardiac_data import transforms as T
 from tests import conftest
@@ -391,7 +392,7 @@ def test_two_workers_give_the_same_batches(tiny_dynamic, capfd):
 
 def test_worker_count_auto_is_half_the_cores(monkeypatch):
   """worker_count=-1 resolves to half the usable cores (at most 8); below -1 is named."""
-  monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(6)))
+  monkeypatch.setattr(host.os, "sched_getaffinity", lambda pid: set(range(6)))
   assert pipeline.PipelineConfig(worker_count=-1).worker_count == 3
   assert [pipeline.auto_worker_count(n) for n in (1, 2, 3, 16, 64)] == [0, 1, 1, 8, 8]
   assert pipeline.PipelineConfig(worker_count=2).worker_count == 2
