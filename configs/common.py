@@ -64,7 +64,7 @@ def mcsdr_model() -> ml_collections.ConfigDict:
 
   kind: 'mcsdr' (diffusion, the paper), 'deterministic' (Table IV baseline), or a
     competitor on the same encoder (mcsdr_jax/competitors.py): 'heteroscedastic' (μ and σ
-    heads, het_loss 'gaussian_nll' or 'crps'), 'ensemble' (ensemble_size deterministic
+    heads, het_loss 'gaussian_nll', 'beta_nll' or 'crps'), 'ensemble' (ensemble_size deterministic
     regressors from independent initialisations) or 'mc_dropout' (dropout kept on at test).
   dropout: dropout rate on the point heads' pooled context and hidden layer (the
     deterministic kinds; mc_dropout needs > 0; 0 = none).
@@ -161,9 +161,9 @@ def diffusion() -> ml_collections.ConfigDict:
   The published code starts from an encoder already trained on EF (CoReEcho's weights);
   the auxiliary term gives a randomly initialised encoder that supervision within one
   run. The posterior still comes from the diffusion head alone. aux_loss: 'mse' (the
-  head's one output) or 'gaussian_nll' (the head gives μ and σ, trained by the Gaussian
-  NLL, so the summary token the ε-network attends to also carries the case's expected
-  error)."""
+  head's one output), or 'gaussian_nll', 'beta_nll' (β = 1) or 'crps' (the head gives μ
+  and σ, trained by that scoring rule, mcsdr_jax/competitors.py:GAUSSIAN_LOSSES, so the
+  summary token the ε-network attends to also carries the case's expected error)."""
   return ml_collections.ConfigDict(dict(num_steps=1000, beta_start=1e-4, beta_end=0.02,
                                         noise_draws=1, aux_weight=0.0, aux_loss="mse"))
 

@@ -61,7 +61,8 @@ def run_study(config, workdir: str, split: str = "test",
 def run_missing_study(config, workdir: str, split: str = "test", *, run=None) -> dict:
   """`mcsdr_jax.missing_study` on `split` of WORKDIR's run; writes
   WORKDIR/missing_study.json and returns the study (`run` as for run_study). The config
-  is checked (an 'mcsdr' run with attributes) before anything is loaded."""
+  is checked (a run with a posterior, task.POSTERIOR_KINDS, and attributes) before
+  anything is loaded."""
   settings = missing_study.plan(config, ef_data.attribute_spec(config.data))
   workdir = os.path.abspath(workdir)
   task, params, ckpt = run if run is not None else runs.load_run(config, workdir)

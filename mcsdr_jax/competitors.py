@@ -3,7 +3,7 @@ the same conditioning (`model.Conditioner`, the same encoder) and the same evalu
 (K predictive samples per case, `evaluation.probabilistic`):
 
   'heteroscedastic'  a mean and a σ head, trained by the Gaussian negative log-likelihood
-                     (Nix & Weigend 1994; Kendall & Gal 2017 Eq. 5) or by the closed-form
+                     (Nix & Weigend 1994; Kendall & Gal 2017 Eq. 5), β-NLL or the closed-form
                      CRPS of a Gaussian (Gneiting et al. 2005, Eq. 5): config.model.het_loss;
   'ensemble'         M = config.model.ensemble_size deterministic regressors (MSE) from
                      independent initialisations, trained side by side in one run (M
@@ -31,7 +31,6 @@ from jax.scipy import special as jsp_special
 from mcsdr_jax import model as model_lib
 
 KINDS = ("heteroscedastic", "ensemble", "mc_dropout")
-HET_LOSSES = ("gaussian_nll", "crps")
 #: σ = softplus(raw) + SIGMA_FLOOR (standardised EF units): the NLL stays bounded.
 SIGMA_FLOOR = 1e-3
 
@@ -60,6 +59,19 @@ def gaussian_crps(mu, sigma, y):
 def sigma_from_raw(raw):
   """The σ head's output → σ > 0 (softplus, plus SIGMA_FLOOR)."""
   return jax.nn.softplus(raw) + SIGMA_FLOOR
+
+
+#: The proper scoring rules a (μ, σ) head can be trained with, by config name
+#: (config.model.het_loss for 'heteroscedastic', config.diffusion.aux_loss for MCSDR's
+#: auxiliary EF head).
+GAUSSIAN_LOSSES = {"gaussian_nll": gaussian_nll, "beta_nll": beta_nll, "crps": gaussian_crps}
+
+
+def gaussian_head_loss(name: str, out, y):
+  """(mean loss, μ (B,), σ (B,)) of a (μ, raw σ) head's output `out` (B, 2) against the
+  targets `y` (B,), with the scoring rule GAUSSIAN_LOSSES[name]."""
+  mu, sigma = out[:, 0], sigma_from_raw(out[:, 1])
+  return jnp.mean(GAUSSIAN_LOSSES[name](mu, sigma, y)), mu, sigma
 
 
 def quantile_samples(mu, sigma, num_samples: int):
@@ -94,8 +106,9 @@ class Ensemble(nn.Module):
 
 def check(mcfg) -> None:
   """Clear errors for a competitor's config.model fields."""
-  if mcfg.kind == "heteroscedastic" and mcfg.het_loss not in HET_LOSSES:
-    raise ValueError(f"config.model.het_loss: {mcfg.het_loss!r} is not one of {HET_LOSSES}")
+  if mcfg.kind == "heteroscedastic" and mcfg.het_loss not in GAUSSIAN_LOSSES:
+    raise ValueError(f"config.model.het_loss: {mcfg.het_loss!r} is not one of "
+                     f"{tuple(GAUSSIAN_LOSSES)}")
   if mcfg.kind == "ensemble" and mcfg.ensemble_size < 2:
     raise ValueError(f"config.model.ensemble_size must be ≥ 2 for kind='ensemble', got "
                      f"{mcfg.ensemble_size}")

@@ -1,5 +1,5 @@
-"""Test-time missing patient attributes (issue 18): how a trained MCSDR run's posterior
-changes when attributes are absent at test time; `launch.sample --missing_study`
+"""Test-time missing patient attributes (issue 18): how a trained run's posterior (MCSDR,
+or a competitor of mcsdr_jax/competitors.py) changes when attributes are absent at test time; `launch.sample --missing_study`
 restores the run and writes what `run_study` returns.
 
 Settings: 'none' (every attribute as recorded), each attribute of the run missing alone,
@@ -77,9 +77,9 @@ def _requested(value) -> bool:
 def plan(config, spec: attributes_lib.AttributeSpec) -> list[tuple[str, tuple[str, ...]]]:
   """The settings (name, attributes marked missing): 'none', each attribute alone, 'all';
   raises ValueError naming the config field before anything is loaded."""
-  if config.model.kind != "mcsdr":
+  if config.model.kind not in task_lib.POSTERIOR_KINDS:
     raise ValueError(f"{FLAG}: config.model.kind={config.model.kind!r} has no posterior; "
-                     "the missing-attribute study needs an 'mcsdr' run")
+                     f"the missing-attribute study needs a run of {task_lib.POSTERIOR_KINDS}")
   check_attributes(config, spec, FLAG)
   return [(NONE, ())] + [(name, (name,)) for name in spec.names] + [(ALL, spec.names)]
 

@@ -32,8 +32,10 @@ from mcsdr_jax import reports
 
 MODEL_KEYS = ("video", "attr_cont", "attr_cont_missing", "attr_cat")
 KINDS = ("mcsdr", "deterministic") + competitors.KINDS
+#: The kinds whose predictions are K samples of a predictive distribution per case.
+POSTERIOR_KINDS = ("mcsdr",) + competitors.KINDS
 SPREAD_CALIBRATIONS = ("val", "none")
-AUX_LOSSES = ("mse", "gaussian_nll", "beta_nll")
+AUX_LOSSES = ("mse",) + tuple(competitors.GAUSSIAN_LOSSES)
 RAW_KEYS = ("crps", "crps_all_pairs", "coverage50", "coverage90", "sigma_mean",
             "sigma_error_spearman", "pit_hist")
 
@@ -178,30 +180,27 @@ class EFRegressionTask(ef_data.EFData):
 
   def _aux_loss(self, aux, target):
     """(the auxiliary EF head's loss, its EF estimate (B,)): config.diffusion.aux_loss
-    'mse' on its one output, or 'gaussian_nll' / 'beta_nll' (β = 1) on its (μ, raw σ)
-    outputs, so the summary token the ε-network attends to carries each case's expected
-    error too."""
+    'mse' on its one output, or a scoring rule of competitors.GAUSSIAN_LOSSES on its
+    (μ, raw σ) outputs, so the summary token the ε-network attends to carries each case's
+    expected error too."""
     kind = self.config.diffusion.aux_loss
     if kind == "mse":
       return jnp.mean((aux - target) ** 2), aux
-    mu, sigma = aux[:, 0], competitors.sigma_from_raw(aux[:, 1])
-    fn = competitors.gaussian_nll if kind == "gaussian_nll" else competitors.beta_nll
-    return jnp.mean(fn(mu, sigma, target)), mu
+    loss, mu, _ = competitors.gaussian_head_loss(kind, aux, target)
+    return loss, mu
 
   def _point_loss(self, params, inputs, target, drop_rng, dropout_rng):
     """The deterministic baseline's and the competitors' losses (standardised EF):
-    MSE; the heteroscedastic head's Gaussian NLL or CRPS (config.model.het_loss); the
+    MSE; the heteroscedastic head's scoring rule (config.model.het_loss); the
     mean over the ensemble's members of their MSE (each member's own gradient)."""
     out, stats = video_backbones.apply_train(
         self.model, params, inputs, train=True,
         rngs={"attr_dropout": drop_rng, "dropout": dropout_rng})
     if self.kind == "heteroscedastic":
-      mu, sigma = out[:, 0], competitors.sigma_from_raw(out[:, 1])
-      fn = (competitors.gaussian_nll if self.config.model.het_loss == "gaussian_nll"
-            else competitors.gaussian_crps)
+      loss, mu, sigma = competitors.gaussian_head_loss(self.config.model.het_loss, out, target)
       metrics = {"mae_ef": jnp.mean(jnp.abs(mu - target)) * self.ef_std,
                  "sigma_ef": jnp.mean(sigma) * self.ef_std}
-      return jnp.mean(fn(mu, sigma, target)), with_stats(metrics, stats)
+      return loss, with_stats(metrics, stats)
     mse = jnp.mean((out - target) ** 2)     # ensemble: out (M, B), the members' mean
     mean = jnp.mean(out, axis=0) if self.kind == "ensemble" else out
     return mse, with_stats({"mae_ef": jnp.mean(jnp.abs(mean - target)) * self.ef_std}, stats)

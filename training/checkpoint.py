@@ -58,40 +58,65 @@ STATE_FIELDS = ("task", "model", "data.dataset", "data.attributes", "data.catego
                 "optim.name", "optim.ema_decay", "diffusion")
 
 
-def _get(d: dict, dotted: str):
-  for part in dotted.split("."):
-    if not isinstance(d, dict) or part not in d:
-      return None
-    d = d[part]
-  return d
+_ABSENT = object()
+
+
+def _leaves(value, prefix: str) -> dict:
+  """{'prefix.a.b': leaf} of a nested config dict (lists and tuples compare equal, as
+  JSON stores tuples as lists)."""
+  if isinstance(value, dict):
+    out = {}
+    for k, v in value.items():
+      out.update(_leaves(v, f"{prefix}.{k}"))
+    return out
+  return {prefix: _as_lists(value)}
+
+
+def _as_lists(value):
+  return [_as_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _state_leaves(config: dict, fields) -> dict:
+  out = {}
+  for field in fields:
+    parts, d = field.split("."), config
+    for part in parts:
+      d = d.get(part, _ABSENT) if isinstance(d, dict) else _ABSENT
+    if d is not _ABSENT:
+      out.update(_leaves(d, field))
+  return out
 
 
 def config_differences(saved: dict, current: dict, fields=STATE_FIELDS) -> list[str]:
-  """'field: saved → current' for each state-defining field that differs (lists and
-  tuples compare equal, as JSON stores tuples as lists)."""
-  def norm(v):
-    if isinstance(v, (list, tuple)):
-      return [norm(x) for x in v]
-    return {k: norm(x) for k, x in v.items()} if isinstance(v, dict) else v
-  out = []
-  for field in fields:
-    a, b = norm(_get(saved, field)), norm(_get(current, field))
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += [f"{field}.{k}: {a.get(k)!r} → {b.get(k)!r}" for k in sorted(set(a) | set(b))
-              if a.get(k) != b.get(k)]
-    elif a != b:
-      out.append(f"{field}: {a!r} → {b!r}")
-  return out
+  """'field: saved → current' for each state-defining field that both configs have and
+  that differs."""
+  a, b = _state_leaves(saved, fields), _state_leaves(current, fields)
+  return [f"{k}: {a[k]!r} → {b[k]!r}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+
+
+def config_additions(saved: dict, current: dict, fields=STATE_FIELDS) -> list[str]:
+  """State-defining fields only one config has: added to the code since the checkpoint
+  was written ('field = current (not in the saved config)') or since removed."""
+  a, b = _state_leaves(saved, fields), _state_leaves(current, fields)
+  return ([f"{k} = {b[k]!r} (not in the saved config)" for k in sorted(set(b) - set(a))] +
+          [f"{k} (saved {a[k]!r}; no longer a field)" for k in sorted(set(a) - set(b))])
 
 
 def check_same_config(saved: dict, current: dict, workdir: str) -> None:
   """Raises ValueError naming the differing fields if a checkpoint in `workdir` was
-  written by a config whose state differs from `current`."""
+  written by a config whose state differs from `current`. Fields the code gained (or
+  lost) since the checkpoint was written cannot be compared: they are logged, and a
+  checkpoint whose arrays then do not fit is refused by Checkpoints.restore."""
   diff = config_differences(saved, current)
   if diff:
     raise ValueError(f"{workdir} holds a checkpoint of another config ({'; '.join(diff[:6])}"
                      f"{'; …' if len(diff) > 6 else ''}). Use another --workdir, or the "
                      "config that wrote it.")
+  added = config_additions(saved, current)
+  if added:
+    logging.warning("%s: its checkpoint's config predates these fields (%s); if they change "
+                    "the model, set them to what that run used (e.g. --config.FIELD=VALUE)",
+                    workdir, "; ".join(added))
 
 
 class Checkpoints:
@@ -149,8 +174,13 @@ class Checkpoints:
     if step is None:
       raise FileNotFoundError(f"no {which!r} checkpoint in {manager.directory}")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    except ValueError as e:   # Orbax names the arrays whose structure or shape differ.
+      raise ValueError(f"{manager.directory}/{step}: the checkpoint's arrays do not fit this "
+                       f"config's model (a config field that changes the model, e.g. one "
+                       f"added since the run, differs from what wrote it): {e}") from e
     return restored.state, restored.meta
 
   def restore_arrays(self, which: str = "best", step: int | None = None):

@@ -146,6 +146,57 @@ def test_config_variants_and_errors():
       task_lib.build_model(c.model, (2,))
 
 
+def _scoring_rule_reference(name, out, y):
+  """Float64 numpy: the mean scoring rule of a (μ, raw σ) head's output (B, 2)."""
+  out, y = np.asarray(out, np.float64), np.asarray(y, np.float64)
+  mu, sigma = out[:, 0], np.logaddexp(0.0, out[:, 1]) + competitors.SIGMA_FLOOR
+  z = (y - mu) / sigma
+  nll = -stats.norm.logpdf(y, mu, sigma)
+  values = {"gaussian_nll": nll, "beta_nll": sigma ** 2 * nll,
+            "crps": sigma * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z)
+                             - 1 / np.sqrt(np.pi))}
+  return float(np.mean(values[name]))
+
+
+@pytest.mark.parametrize("field", ["model.het_loss", "diffusion.aux_loss"])
+def test_the_configured_scoring_rule_is_the_loss_the_task_trains(field, tmp_path, smoke_cache,
+                                                                 monkeypatch):
+  """config.model.het_loss (the heteroscedastic competitor) and config.diffusion.aux_loss
+  (MCSDR's auxiliary (μ, σ) head) each select the loss the task's step minimises: with
+  attribute dropout off, the task's loss (minus the ε-loss for MCSDR) equals the named
+  rule, in float64 numpy, on the head's own outputs for the same batch, and each rule
+  gives a different value."""
+  from training import tasks  # pylint: disable=g-import-not-at-top
+  from backbones import video as video_backbones  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("CARDIAC_DATA_CACHE", str(smoke_cache))
+  config = pediatric.get_config("smoke")
+  config.model.attr_dropout = 0.0
+  section, name = field.split(".")
+  if section == "model":
+    config.model.kind = "heteroscedastic"
+  config[section][name] = "gaussian_nll"
+  task = tasks.make_task(config, str(tmp_path))
+  batch = next(task.train_batches(0))
+  params = task.init(jax.random.key(0), batch)
+  inputs = {k: batch[k] for k in task_lib.MODEL_KEYS}
+  rngs = {"attr_dropout": jax.random.key(1), "dropout": jax.random.key(2)}
+  if section == "model":
+    out, _ = video_backbones.apply_train(task.model, params, inputs, train=True, rngs=rngs)
+  else:
+    (_, out), _ = video_backbones.apply_train(task.model, params, inputs, train=True, rngs=rngs,
+                                              method=task.model.condition_and_aux)
+  target = task.standardise(batch["ef"])
+  got = {}
+  for rule in competitors.GAUSSIAN_LOSSES:
+    config[section][name] = rule
+    loss, metrics = task.loss(params, batch, jax.random.key(3))
+    got[rule] = float(loss) - (float(metrics["eps_loss"]) if section == "diffusion" else 0.0)
+    weight = config.diffusion.aux_weight if section == "diffusion" else 1.0
+    np.testing.assert_allclose(got[rule], weight * _scoring_rule_reference(rule, out, target),
+                               rtol=1e-4, atol=1e-5, err_msg=rule)
+  assert len({round(v, 5) for v in got.values()}) == 3, got
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["heteroscedastic", "ensemble", "mc_dropout"])
 def test_competitor_trains_and_is_scored_as_a_posterior(kind, tmp_path, smoke_cache, monkeypatch):
@@ -164,3 +215,10 @@ def test_competitor_trains_and_is_scored_as_a_posterior(kind, tmp_path, smoke_ca
   assert metrics["test/sigma_mean"] > 0
   pred = np.load(tmp_path / "predictions.npz")
   assert pred["samples"].shape == (metrics["test/n"], config.sampling.num_samples)
+  # The missing-attribute study takes a competitor's run as it takes MCSDR's.
+  from launch import sample  # pylint: disable=g-import-not-at-top
+  study = sample.run_missing_study(config, str(tmp_path))
+  assert [e["name"] for e in study["settings"]] == ["none", "Age", "Weight", "Height", "Sex",
+                                                    "all"]
+  np.testing.assert_allclose(study["settings"][0]["raw_mae"], metrics["test/mae"], rtol=1e-5)
+  assert all(np.isfinite(e["raw_crps"]) for e in study["settings"])

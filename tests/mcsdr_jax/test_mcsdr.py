@@ -199,6 +199,35 @@ def test_config_differences_name_fields():
     checkpoint.check_same_config(a, b, "/tmp/x")
 
 
+def test_a_field_added_since_the_checkpoint_is_logged_not_refused(tmp_path, caplog):
+  """A config that gained fields (here model.adacon.scale and diffusion.aux_loss) still
+  restores an older run's checkpoint when its arrays fit; when they do not, restore names
+  the checkpoint and the array."""
+  saved, current = pediatric.get_config("smoke").to_dict(), pediatric.get_config("smoke").to_dict()
+  del saved["model"]["adacon"]["scale"], saved["diffusion"]["aux_loss"]
+  assert checkpoint.config_differences(saved, current) == []
+  assert checkpoint.config_additions(saved, current) == [
+      "diffusion.aux_loss = 'beta_nll' (not in the saved config)",
+      "model.adacon.scale = 150.0 (not in the saved config)"]
+  with caplog.at_level("WARNING"):
+    checkpoint.check_same_config(saved, current, "/tmp/x")
+  assert "diffusion.aux_loss" in caplog.text
+  current["model"]["adacon"]["scale"] = 1.0            # Fields both have still compare.
+  with pytest.raises(ValueError, match="model.adacon.scale: 150.0 → 1.0"):
+    checkpoint.check_same_config(pediatric.get_config("smoke").to_dict(), current, "/tmp/x")
+
+  ckpts = checkpoint.Checkpoints(str(tmp_path))
+  ckpts.save(1, {"params": {"head": jnp.zeros((3, 1))}}, {"config": saved})
+  ckpts.close()
+  ckpts = checkpoint.Checkpoints(str(tmp_path))
+  state, _ = ckpts.restore({"params": {"head": jnp.ones((3, 1))}})
+  np.testing.assert_array_equal(state["params"]["head"], 0.0)
+  with pytest.raises(ValueError, match=r"checkpoints/last/1: the checkpoint's arrays do not "
+                                       r"fit[\s\S]*\(3, 1\)"):
+    ckpts.restore({"params": {"head": jnp.ones((3, 2))}})
+  ckpts.close()
+
+
 def test_config_variants_and_errors():
   assert not pediatric.get_config("smoke,vision").model.use_attributes
   assert pediatric.get_config("").model.use_attributes
