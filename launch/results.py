@@ -1,6 +1,7 @@
 r"""Results tables regenerated from the runs' metrics.json, never typed by hand.
 
-  python -m launch.results            # rewrites docs/results.md and README's result blocks
+  python -m launch.results            # rewrites docs/results.md and the result blocks of
+                                      # README.md and docs/*.md
   python -m launch.results --check    # exit 1 if either is out of date (a test runs it)
   python -m launch.results --add=NAME --workdir=DIR --command="python -m launch.train ..."
   python -m launch.results --add_summary=NAME --workdir=DIR --command="python -m launch.seg_summary ..."
@@ -10,8 +11,8 @@ A run kept for the documentation is a folder `results/<name>/` with the run's
 "wall_min", "commit"}: how it was made). `--add` copies a finished workdir's
 metrics.json there. A study over seeds (`launch.seg_summary`) is kept the same way with
 its `summary.json` instead (`--add_summary`): its tables show mean ± SD over the seeds.
-Each table below selects runs by name prefix; a README block `<!-- results:KEY -->` …
-`<!-- /results:KEY -->` receives table KEY.
+Each table below selects runs by name prefix; a block `<!-- results:KEY -->` …
+`<!-- /results:KEY -->` in README.md or a docs/*.md page receives table KEY.
 """
 from __future__ import annotations
 
@@ -67,12 +68,14 @@ class SeedTable:
   """Rows: the runs results/<prefix>[-<label>]_seed<N>/metrics.json grouped by label
   ('default' without one), each
   column shown as mean ± SD over the label's seeds (the column `n`: how many). A column
-  key is a metrics.json key, or 'key>group>field' inside a nested table."""
+  key is a metrics.json key, or 'key>group>field' inside a nested table. `rows`: the
+  (label, row name) pairs shown, in that order (empty: every label, 'default' first)."""
   key: str
   title: str
   prefix: str
   columns: tuple[Column, ...]
   note: str = ""
+  rows: tuple[tuple[str, str], ...] = ()
 
 
 _SEED_RUN = re.compile(r"^(?P<label>.*)_seed(?P<seed>\d+)$")
@@ -101,8 +104,28 @@ TABLES = (
                   Column("σ poor", "test/by_quality>poor>sigma_mean", ".1f")),
               "CRPS, raw coverage and Spearman: the raw posterior; σ per tier after σ-scaling "
               "fitted on val (the tiers' true label-noise SD: good 2, medium 3.5, poor 6 EF "
-              "points; the ensemble's and MC dropout's fits stop at the bound 4). "
-              "noise_draws8: the default with 8 (t, ε) draws; vision: attributes dropped."),
+              "points; the ensemble's and MC dropout's fits stop at the bound 4).",
+              rows=(("default", "MCSDR (default)"), ("heteroscedastic", "heteroscedastic"),
+                    ("ensemble", "ensemble of 5"), ("mc_dropout", "MC dropout"))),
+    SeedTable("mcsdr_ablations", "MCSDR ablations at CPU size (the paper's Tables IV and V, the "
+              "AdaCon plug-in): the default job with one change each, test split, mean ± SD over "
+              "seeds", "mcsdr_pediatric", (
+                  Column("MAE", "test/mae"),
+                  Column("MAE / mean-predictor", "test/mae_over_mean_predictor", ".3f"),
+                  Column("CRPS", "test/raw_crps"),
+                  Column("raw cov. 90", "test/raw_coverage90"),
+                  Column("Spearman(σ, \\|err\\|)", "test/raw_sigma_error_spearman"),
+                  Column("σ poor / good", "test/sigma_poor_over_good")),
+              "Table IV: `--config.model.kind=deterministic` (the same encoder and conditioning, "
+              "an MSE head). Table V: `--config.model.predictor=mlp` or `transformer_decoder` "
+              "(default: MCSN). AdaCon: `--config.model.adacon.weight=0.1`. 8 draws: "
+              "`--config.diffusion.noise_draws=8`. Vision only: `configs/pediatric.py:vision`.",
+              rows=(("default", "generative, MCSN decoder (default)"),
+                    ("deterministic", "deterministic head (Table IV)"),
+                    ("mlp", "MLP decoder (Table V)"),
+                    ("transformer_decoder", "Transformer decoder (Table V)"),
+                    ("adacon", "+ AdaCon plug-in"), ("noise_draws8", "8 (t, ε) draws per clip"),
+                    ("vision", "vision only"))),
     Table("adacon", "AdaCon (`configs/adacon_dynamic.py`): test split", "adacon", (
         Column("MAE", "test/mae"), Column("RMSE", "test/rmse"), Column("R²", "test/r2"),
         Column("mean-predictor MAE", "test/mean_predictor_mae"))),
@@ -141,16 +164,26 @@ def metric_value(metrics: dict, key: str):
   return value
 
 
+def seed_label(table: SeedTable, name: str) -> str | None:
+  """The label of run `name` in a SeedTable ('default' without one), or None when the
+  table does not show it (not <prefix>[-label]_seed<N>, or not among `table.rows`)."""
+  m = _SEED_RUN.match(name[len(table.prefix):]) if name.startswith(table.prefix) else None
+  if not m:
+    return None
+  label = m.group("label").lstrip("-_") or "default"
+  return label if not table.rows or label in dict(table.rows) else None
+
+
 def _seed_rows(table: SeedTable, chosen: dict) -> list[str]:
   groups: dict[str, list[dict]] = {}
   for name, r in chosen.items():
-    m = _SEED_RUN.match(name[len(table.prefix):])
-    if m:
-      label = m.group("label").lstrip("-_") or "default"
-      groups.setdefault(label, []).append(r["metrics"])
+    groups.setdefault(seed_label(table, name), []).append(r["metrics"])
   lines = ["| method | seeds | " + " | ".join(c.header for c in table.columns) + " |",
            "|---|---|" + "---|" * len(table.columns)]
-  for label in sorted(groups, key=lambda g: (g != "default", g)):
+  names = dict(table.rows)
+  order = ([label for label, _ in table.rows] if table.rows else
+           sorted(groups, key=lambda g: (g != "default", g)))
+  for label in (g for g in order if g in groups):
     runs = groups[label]
     cells = []
     for c in table.columns:
@@ -160,7 +193,7 @@ def _seed_rows(table: SeedTable, chosen: dict) -> list[str]:
       sd = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
             if len(values) > 1 else None)
       cells.append(_pm_cell(mean, sd, c.fmt))
-    lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    lines.append(f"| {names.get(label, label)} | {len(runs)} | " + " | ".join(cells) + " |")
   return lines
 
 
@@ -238,7 +271,8 @@ def render_table(table: Table | SummaryTable, runs: dict[str, dict], compact: bo
   each study, mean ± SD), then how each was made (compact: a pointer to docs/results.md
   instead, for README)."""
   kind = "summary" if isinstance(table, SummaryTable) else "metrics"
-  chosen = {n: r for n, r in runs.items() if n.startswith(table.prefix) and kind in r}
+  chosen = {n: r for n, r in runs.items() if n.startswith(table.prefix) and kind in r and
+            (not isinstance(table, SeedTable) or seed_label(table, n) is not None)}
   lines = [f"**{table.title}** (generated by `python -m launch.results` from "
            f"`results/{table.prefix}*/{kind}.json`)", ""]
   if not chosen:
@@ -280,8 +314,8 @@ def render_doc(runs) -> str:
   return "\n".join(parts)
 
 
-def fill_readme(text: str, runs) -> str:
-  """README text with each `<!-- results:KEY -->` block replaced by table KEY."""
+def fill_blocks(text: str, runs) -> str:
+  """A page's text with each `<!-- results:KEY -->` block replaced by table KEY."""
   for t in TABLES:
     pattern = re.compile(rf"(<!-- results:{t.key} -->\n).*?(<!-- /results:{t.key} -->)",
                          re.DOTALL)
@@ -292,11 +326,17 @@ def fill_readme(text: str, runs) -> str:
 
 
 def outputs(root: pathlib.Path = ROOT) -> dict[pathlib.Path, str]:
-  """{path: the text it should hold} for docs/results.md and README.md."""
+  """{path: the text it should hold} for docs/results.md, README.md and every other
+  docs/*.md page that holds a result block."""
   runs = load_runs(root / "results")
-  readme = root / "README.md"
-  return {root / "docs" / "results.md": render_doc(runs),
-          readme: fill_readme(readme.read_text(), runs)}
+  doc = root / "docs" / "results.md"
+  pages = [root / "README.md"] + [p for p in sorted((root / "docs").glob("*.md")) if p != doc]
+  out = {doc: render_doc(runs)}
+  for page in pages:
+    text = page.read_text()
+    if "<!-- results:" in text:
+      out[page] = fill_blocks(text, runs)
+  return out
 
 
 def add_run(name: str, workdir: str, command: str, wall_min: float | None = None,

@@ -53,23 +53,47 @@ def test_summary_table_shows_mean_and_sd(tmp_path):
 
 
 def test_seed_table_groups_runs_by_label_with_mean_and_sd(tmp_path):
-  """results/mcsdr_pediatric[-label]_seed<N>: one row per label, mean ± SD (n − 1) over the
-  seeds, nested 'key>group>field' columns; a run without _seed<N> is not a row."""
+  """results/<prefix>[-label]_seed<N>: one row per label, mean ± SD (n − 1) over the
+  seeds, nested 'key>group>field' columns; a run without _seed<N> is not a row; `rows`
+  picks, orders and names the labels shown, and only their runs are listed."""
   values = {"mcsdr_pediatric_seed42": 4.0, "mcsdr_pediatric_seed43": 5.0,
             "mcsdr_pediatric_seed44": 6.0, "mcsdr_pediatric-ensemble_seed42": 3.0,
-            "mcsdr_pediatric_old": 9.0}
+            "mcsdr_pediatric-mlp_seed42": 7.0, "mcsdr_pediatric_old": 9.0}
   for name, mae in values.items():
     run = tmp_path / "results" / name
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps(
         {"test/mae": mae, "test/by_quality": {"poor": {"sigma_mean": 2 * mae}}}))
-  (tmp_path / "docs").mkdir()
-  (tmp_path / "README.md").write_text("x\n")
-  doc = results.outputs(tmp_path)[tmp_path / "docs" / "results.md"]
-  rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in doc.splitlines()
-          if line.startswith("| default") or line.startswith("| ensemble")}
-  assert rows["default"][1:3] == ["3", "5.00 ± 1.00"]     # seeds, MAE
-  assert rows["default"][-1] == "10.0 ± 2.0 |"            # σ poor (nested key)
-  assert rows["ensemble"][1:3] == ["1", "3.00"]           # one seed: no SD
+    (run / "run.json").write_text(json.dumps({"command": f"train {name}"}))
+  runs = results.load_runs(tmp_path / "results")
+  columns = (results.Column("MAE", "test/mae"),
+             results.Column("σ poor", "test/by_quality>poor>sigma_mean", ".1f"))
+
+  def table_rows(**kw):
+    text = results.render_table(results.SeedTable("t", "T", "mcsdr_pediatric", columns, **kw),
+                                runs)
+    return text, [line.split(" | ") for line in text.splitlines()
+                  if line.startswith("| ") and not line.startswith("| method")]
+
+  text, rows = table_rows()
+  assert [r[0][2:] for r in rows] == ["default", "ensemble", "mlp"]
+  assert rows[0][1:] == ["3", "5.00 ± 1.00", "10.0 ± 2.0 |"]    # seeds, MAE, σ poor (nested)
+  assert rows[1][1:3] == ["1", "3.00"]                           # one seed: no SD
+  assert "train mcsdr_pediatric_old" not in text
+  text, rows = table_rows(rows=(("mlp", "MLP decoder"), ("default", "MCSDR")))
+  assert [r[0][2:] for r in rows] == ["MLP decoder", "MCSDR"]
+  assert "train mcsdr_pediatric-mlp_seed42" in text and "ensemble" not in text
   assert results.metric_value({"a": {"b": {"c": 1.5}}}, "a>b>c") == 1.5
   assert results.metric_value({"a": {}}, "a>b>c") is None
+
+
+def test_blocks_in_docs_pages_are_filled(tmp_path):
+  (tmp_path / "results").mkdir()
+  (tmp_path / "docs").mkdir()
+  (tmp_path / "README.md").write_text("no block\n")
+  (tmp_path / "docs" / "other.md").write_text("plain\n")
+  (tmp_path / "docs" / "method.md").write_text("<!-- results:adacon -->\nold\n"
+                                               "<!-- /results:adacon -->\n")
+  out = results.outputs(tmp_path)
+  assert set(out) == {tmp_path / "docs" / "results.md", tmp_path / "docs" / "method.md"}
+  assert "No run kept yet." in out[tmp_path / "docs" / "method.md"]
