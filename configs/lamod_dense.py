@@ -12,7 +12,23 @@ nets, T = 100 diffusion steps; under 20 minutes on 2 cores), 'smoke' (a minute),
 (the paper: 40 frames, 128² registration grid at 1 mm, T = 500, Adam 1e-4, wd 1e-4).
 `launch.train` runs registration pre-training (pretrain.steps) then joint training
 (num_steps − pretrain.steps) in one job; metrics.json holds EPE, segmental Ecc MAE and
-global peak Ecc error for LaMoD and both baselines.
+global peak Ecc error for LaMoD and both baselines, and with `diagnosis.enabled` the
+diagnosis groups of issue 17 (docs/lamod.md#diagnosis).
+
+Rows of the diagnosis that need their own run:
+  * latent size: model.latent (channels of z) and data.reg_size (the latent grid is
+    reg_size / 2^len(model.reg_widths): 8² by default, 16² with reg_size=64). reg_size
+    must be a multiple of 2^len(model.reg_widths) with a latent grid of at least
+    2^(len(model.eps_widths) − 1) pixels (checked at start), e.g. smoke:
+    --config.model.latent=16 --config.data.reg_size=48 (latent 16 channels at 24²).
+  * regression at equal parameter count: model.baseline_widths. At the default size
+    LaMoD's prediction path (E_R + ε_θ + D_η, metrics' params/lamod) has 282,322
+    parameters (299,756 with D_R); the baseline (8, 16) has 15,234. (36, 72) has
+    291,314 (+3 % / −3 %): --config.model.baseline_widths='(36, 72)'. Smoke: 9,082 vs 3,226.
+  * regression at equal training budget: pretrain.baseline=True trains the baseline
+    from step 1 (config.optim over all num_steps), as many steps as LaMoD's networks
+    together; False (default) trains it in the joint phase only (num_steps −
+    pretrain.steps, as many steps as ε_θ and D_η; E_R's pre-training has no DENSE labels).
 """
 from __future__ import annotations
 
@@ -66,9 +82,16 @@ def get_config(arg: str | None = None):
   c.sampling = ml_collections.ConfigDict(dict(
       sampler="ddim", steps=10, eta=0.0, num_samples=1,
       start_step=-1))                # −1 = T − 1 (Alg. 1 starts at M = T).
+  # Final evaluation only (metrics.json, per split): clean_latent = D_η(z) without
+  # diffusion; lamod_<s> per sampler s (sampling.num_samples samples, sampling's steps,
+  # eta, start_step; 'ddpm' = the ancestral chain of Eq. 8); lamod_mean<num_samples> and
+  # lamod_one with sampling.sampler; params/{lamod,registration,regression}.
+  c.diagnosis = ml_collections.ConfigDict(dict(
+      enabled=True, num_samples=8, samplers=("ddpm", "ddim")))
   # Registration pre-training: its own optimiser (Adam, constant rate) for `steps`,
   # then E_R/D_R frozen (`freeze`) while config.optim trains the rest.
-  c.pretrain = ml_collections.ConfigDict(dict(steps=300, freeze=True,
+  # baseline: also train the regression baseline during this phase (see the docstring).
+  c.pretrain = ml_collections.ConfigDict(dict(steps=300, freeze=True, baseline=False,
                                               optim=common.base_config().optim))
   c.pretrain.optim.update(name="adam", lr=2e-3, schedule="constant", warmup_steps=0)
   del c.pretrain.optim["ema_decay"], c.pretrain.optim["encoder_lr_mult"]   # Loop-wide only.
@@ -104,6 +127,7 @@ def get_config(arg: str | None = None):
     c.diffusion.beta_start = 7.5e-4
     c.diffusion.beta_end = 0.15
     c.sampling.steps = 3
+    c.diagnosis.num_samples = 2
     c.pretrain.steps = 4
     c.num_steps = 8
     c.log_every = 2

@@ -4,6 +4,8 @@
                             LaMoD and both baselines, for one healthy and one LBBB case (Fig. 2)
   <split>_errors.png        EPE and segmental Ecc error per method (Fig. 4)
   <split>_segment_curves.png  segmental Ecc over the cycle, predicted vs true (Fig. 5)
+  <split>_diagnosis.png     with config.diagnosis: EPE and Ecc errors of the three methods
+                            and of every diagnosis group (lamod_jax.task.Diagnosis)
 """
 from __future__ import annotations
 
@@ -51,15 +53,18 @@ def es_motion_plot(path, arr, preds, true_seg, patterns) -> None:
   plots_lib.save_figure(fig, path)
 
 
-def error_bars_plot(path, metrics: dict) -> None:
-  methods = [m for m in NAMES if f"{m}/epe" in metrics]
-  fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.0))
+def error_bars_plot(path, metrics: dict, groups=None) -> None:
+  """Bars of the three scores per method (`groups` None), or per given group name (the
+  methods and diagnosis groups of a final evaluation)."""
+  methods = [m for m in NAMES if f"{m}/epe" in metrics] if groups is None else list(groups)
+  fig, axes = plt.subplots(1, 3, figsize=(max(9.5, 1.5 * len(methods)), 3.2))
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   for ax, key, label in zip(axes, ("epe", "segmental_ecc_mae", "global_peak_ecc_error"),
                             ("EPE (px)", "segmental Ecc MAE", "global peak Ecc error")):
     vals = [metrics[f"{m}/{key}"] for m in methods]
-    ax.bar(range(len(methods)), vals, color=["tab:blue", "tab:orange", "tab:green"][:len(vals)])
-    ax.set_xticks(range(len(methods)), [NAMES[m].split(" (")[0] for m in methods], fontsize=7,
-                  rotation=15)
+    ax.bar(range(len(methods)), vals, color=[colors[j % len(colors)] for j in range(len(vals))])
+    ax.set_xticks(range(len(methods)), [NAMES.get(m, m).split(" (")[0] for m in methods],
+                  fontsize=7, rotation=30 if groups is not None else 15)
     ax.set_ylabel(label)
     for j, v in enumerate(vals):
       ax.text(j, v, f"{v:.3g}", ha="center", va="bottom", fontsize=7)
@@ -85,8 +90,14 @@ def segment_curves_plot(path, curves: dict, true_seg, patterns) -> None:
   plots_lib.save_figure(fig, path)
 
 
-def write_plots(folder, split, arr, preds, curves, true_seg, metrics, patterns) -> None:
+def write_plots(folder, split, arr, preds, curves, true_seg, metrics, patterns,
+                diagnosis=()) -> None:
+  """The three figures of `split`; with `diagnosis` (group names scored in `metrics`) also
+  <split>_diagnosis.png, the methods' and those groups' scores side by side."""
   os.makedirs(folder, exist_ok=True)
+  if diagnosis:
+    error_bars_plot(os.path.join(folder, f"{split}_diagnosis.png"), metrics,
+                    groups=("registration", *diagnosis, "lamod", "regression"))
   es_motion_plot(os.path.join(folder, f"{split}_es_motion.png"), arr, preds, true_seg, patterns)
   error_bars_plot(os.path.join(folder, f"{split}_errors.png"), metrics)
   segment_curves_plot(os.path.join(folder, f"{split}_segment_curves.png"), curves, true_seg,

@@ -23,12 +23,21 @@ prediction does not depend on the other cases of its batch, on eval_batch_size, 
 how the cases are split over the devices: `predict` pads each evaluation batch to a
 multiple of the mesh size and splits its cases over the mesh (evaluation.sharded).
 
+Final evaluation (`final=True`) with config.diagnosis.enabled adds, per split, the
+diagnosis groups (`Diagnosis.groups`, scored as the methods by `score`): clean_latent
+= D_η(z) (no diffusion), lamod_<sampler> per config.diagnosis.samplers (the `lamod`
+estimator with another chain), lamod_mean<N> / lamod_one (N samples averaged / one
+sample with sampling.sampler), and params/{lamod,registration,regression} counts
+(`param_counts`). config.pretrain.baseline trains the regression baseline from step 1
+(an equal training budget: num_steps steps, as LaMoD's networks together).
+
 config.model.dtype: computation dtype of the networks ('float32', or 'bfloat16' on
 accelerators); parameters, gradients and optimiser state stay float32, and losses,
 EPDiff shooting, strain and metrics run in float32 (lamod_jax.networks).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -54,6 +63,12 @@ from lamod_jax import strain
 from lamod_jax.metric import Metric
 
 METHODS = ("lamod", "registration", "regression")
+SCORES = ("epe", "segmental_ecc_mae", "global_peak_ecc_error")
+#: Networks counted in params/<name>: LaMoD's prediction path (E_R, ε_θ, D_η; D_R only
+#: trains E_R), the registration net (E_R, D_R) and the regression baseline.
+PARAM_GROUPS = {"lamod": ("reg_encoder", "eps_net", "motion_decoder"),
+                "registration": ("reg_encoder", "reg_decoder"),
+                "regression": ("baseline",)}
 DTYPES = ("float32", "bfloat16")
 TRAINING_MODES = ("x0", "paper_code")
 SAMPLERS = ("ddim", "ddpm", "paper_code")
@@ -96,6 +111,62 @@ def registration_config(r, reg_size: int) -> registration_lib.RegistrationConfig
       metric=Metric(alpha=r.alpha, gamma=r.gamma, s=r.s,
                     band_limit=None if band_limit is None else int(band_limit)),
       sigma=r.sigma, n_steps=r.n_steps, integrator=r.integrator, form=r.form)
+
+
+def check_grid(reg_size: int, reg_widths, eps_widths) -> None:
+  """E_R pools the registration grid by 2 per `reg_widths` entry and D_R upsamples it
+  back, so reg_size must be divisible by 2^len(reg_widths); ε_θ pools that latent grid
+  len(eps_widths) − 1 more times, so it must keep at least one pixel."""
+  levels = len(reg_widths)
+  cell = reg_size // 2 ** levels
+  if reg_size % 2 ** levels or cell < 2 ** (len(eps_widths) - 1):
+    raise ValueError(
+        f"config.data.reg_size={reg_size} must be a multiple of 2^len(model.reg_widths) = "
+        f"{2 ** levels} (E_R pools, D_R upsamples by 2 per width), with a latent grid "
+        f"reg_size/{2 ** levels} of at least 2^(len(model.eps_widths) − 1) = "
+        f"{2 ** (len(eps_widths) - 1)} pixels")
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+  """config.diagnosis, checked: the groups a final evaluation adds (`groups`).
+  `num_samples` N ≥ 2 of lamod_mean<N>; `samplers`: each gives lamod_<name>."""
+  enabled: bool = False
+  num_samples: int = 8
+  samplers: tuple[str, ...] = ()
+
+  @classmethod
+  def from_config(cls, config) -> "Diagnosis":
+    d = config.get("diagnosis")
+    if d is None:              # A config that predates the block: no diagnosis.
+      return cls()
+    samplers = tuple(d.samplers)
+    bad = [s for s in samplers if s not in SAMPLERS]
+    if bad or len(set(samplers)) != len(samplers):
+      raise ValueError(f"config.diagnosis.samplers={samplers}: distinct names of {SAMPLERS}")
+    if int(d.num_samples) < 2:
+      raise ValueError(f"config.diagnosis.num_samples={d.num_samples} must be ≥ 2 (the "
+                       "mean of N samples; one sample is lamod_one)")
+    return cls(bool(d.enabled), int(d.num_samples), samplers)
+
+  def groups(self) -> tuple[str, ...]:
+    """Prediction groups, in table order: clean_latent, lamod_<sampler>…, lamod_mean<N>,
+    lamod_one (none when disabled)."""
+    if not self.enabled:
+      return ()
+    return ("clean_latent", *(f"lamod_{s}" for s in self.samplers),
+            f"lamod_mean{self.num_samples}", "lamod_one")
+
+
+def param_counts(params) -> dict:
+  """params/<name>: the number of parameters of the networks PARAM_GROUPS[name] (ints)."""
+  tree = params["params"]
+
+  def size(module):
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree[module]))
+
+  return {f"params/{name}": sum(size(m) for m in modules)
+          for name, modules in PARAM_GROUPS.items()}
 
 
 def load_split(folders, frames: int, reg_size: int, rv: dict) -> dict:
@@ -155,6 +226,14 @@ def masked_sq_error(u_pred, u_true, support):
   return jnp.sum(m * err) / jnp.maximum(jnp.sum(m), 1.0)
 
 
+def _labels_with_baseline(params):
+  """`phases.group_labels` with the regression baseline's leaves labelled 'baseline'."""
+  def label(path, group):
+    names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+    return "baseline" if "baseline" in names else group
+  return jax.tree_util.tree_map_with_path(label, phases.group_labels(params))
+
+
 def _channels_first(u):
   return jnp.moveaxis(u, -1, 2)   # (B, T, H, W, 2) → (B, T, 2, H, W)
 
@@ -192,6 +271,7 @@ class LaMoDTask:
         baseline_widths=tuple(m.baseline_widths), dense_size=self.dense_size,
         normalize_latent=m.normalize_latent, baseline_pool=m.baseline_pool,
         dtype=jnp.dtype(m.dtype))
+    check_grid(int(d.reg_size), m.reg_widths, m.eps_widths)
     self.reg_cfg = registration_config(config.registration, int(d.reg_size))
     self.schedule = schedule_lib.VPSchedule.from_config(df)
     self.noise_fn = noise_lib.smoothed_noise(df.noise_size, df.noise_sigma,
@@ -202,6 +282,8 @@ class LaMoDTask:
     if config.sampling.sampler not in SAMPLERS:
       raise ValueError(f"config.sampling.sampler: {config.sampling.sampler!r} is not one "
                        f"of {SAMPLERS}")
+    self.diagnosis = Diagnosis.from_config(config)
+    self.pretrain_baseline = bool(config.pretrain.get("baseline", False))
     self.pretrain_steps = int(config.pretrain.steps)
     if not 0 <= self.pretrain_steps < config.num_steps:
       raise ValueError(f"config.pretrain.steps must be in [0, num_steps={config.num_steps}), "
@@ -225,13 +307,26 @@ class LaMoDTask:
       raise ValueError("LaMoDTask needs make_optimizer (training.tasks.make_task passes it)")
     reg_tx = self.make_optimizer(self.config.pretrain.optim, max(self.pretrain_steps, 1))
     joint_tx = self.make_optimizer(self.config.optim, num_steps - self.pretrain_steps)
-    return phases.two_phase(reg_tx, joint_tx, self.pretrain_steps, self.config.pretrain.freeze)
+    freeze = self.config.pretrain.freeze
+    if not self.pretrain_baseline:
+      return phases.two_phase(reg_tx, joint_tx, self.pretrain_steps, freeze)
+    # config.pretrain.baseline: the baseline is its own group, config.optim over all
+    # num_steps from step 1 (an equal training budget); the other two groups as two_phase.
+    baseline_tx = self.make_optimizer(self.config.optim, num_steps)
+    return optax.multi_transform(
+        {"registration": phases.phase_gate(reg_tx, 0, self.pretrain_steps if freeze else None),
+         "joint": phases.phase_gate(joint_tx, self.pretrain_steps),
+         "baseline": baseline_tx}, _labels_with_baseline)
 
   def _batch(self, split, idx, phase):
+    """Phase 1: the registration grid's sequences `reg` (and with pretrain.baseline the
+    baseline's masks, support and labels, the labels as `baseline_disp`: `loss` tells the
+    phases apart by `disp`); phase 2: reg, masks, disp, support."""
     arr = self.data[split]
     batch = {"reg": arr["reg"][idx]}
-    if phase:
-      batch.update(masks=arr["masks"][idx], disp=arr["disp"][idx], support=arr["support"][idx])
+    if phase or self.pretrain_baseline:
+      batch.update(masks=arr["masks"][idx], support=arr["support"][idx])
+      batch["disp" if phase else "baseline_disp"] = arr["disp"][idx]
     return batch
 
   def train_batches(self, start_step: int):
@@ -277,7 +372,13 @@ class LaMoDTask:
       reg, data = self.registration_terms_per_device(params, batch["reg"])
       npix = batch["reg"].shape[-1] * batch["reg"].shape[-2]
       metrics.update(reg_regularity=jnp.mean(reg) / npix, reg_data=jnp.mean(data) / npix)
-      return metrics["reg_regularity"] + metrics["reg_data"], metrics
+      total = metrics["reg_regularity"] + metrics["reg_data"]
+      if "baseline_disp" in batch:    # config.pretrain.baseline
+        metrics["regression_loss"] = self.regression_loss(params, batch["masks"],
+                                                          batch["baseline_disp"],
+                                                          batch["support"])
+        total = total + metrics["regression_loss"]
+      return total, metrics
     z = self.model.apply(params, pairs(batch["reg"]), method=networks.LaMoD.encode)
     if self.config.pretrain.freeze:
       z = jax.lax.stop_gradient(z)
@@ -295,11 +396,14 @@ class LaMoDTask:
                                       t_start=self.schedule.num_steps - 1)
     u = _channels_first(self.model.apply(params, z_hat, method=networks.LaMoD.motion))
     l_motion = masked_sq_error(u, batch["disp"], batch["support"])
-    u_b = _channels_first(self.model.apply(params, pairs(batch["masks"]),
-                                           method=networks.LaMoD.regress))
-    l_base = masked_sq_error(u_b, batch["disp"], batch["support"])
+    l_base = self.regression_loss(params, batch["masks"], batch["disp"], batch["support"])
     metrics.update(diffusion_loss=l_diff, motion_loss=l_motion, regression_loss=l_base)
     return l_diff + self.config.diffusion.motion_weight * l_motion + l_base, metrics
+
+  def regression_loss(self, params, masks, disp, support):
+    """l_baseline: masked squared error of the regression UNet on the DENSE-grid masks."""
+    u_b = _channels_first(self.model.apply(params, pairs(masks), method=networks.LaMoD.regress))
+    return masked_sq_error(u_b, disp, support)
 
   # -- Inference -------------------------------------------------------------------
 
@@ -307,10 +411,11 @@ class LaMoDTask:
     s = int(self.config.sampling.start_step)
     return self.schedule.num_steps - 1 if s < 0 else s
 
-  def sample_latent(self, params, z, key, case_ids=None):
-    """ẑ0 from the registration latent z (Alg. 1): noise to M, then the reverse chain.
-    `case_ids` (B,): each case's noise is keyed by its id (`per_case_noise`); None =
-    0..B−1."""
+  def sample_latent(self, params, z, key, case_ids=None, sampler: str | None = None):
+    """ẑ0 from the registration latent z (Alg. 1): noise to M, then the reverse chain
+    `sampler` (None: sampling.sampler; 'ddpm' is the ancestral chain of Eq. 8 with the
+    smoothed noise σ_m K(γ)). `case_ids` (B,): each case's noise is keyed by its id
+    (`per_case_noise`); None = 0..B−1."""
     s = self.config.sampling
     m = self.start_step()
     if case_ids is None:
@@ -321,55 +426,83 @@ class LaMoDTask:
     z_m = diffusion_losses.q_sample(self.schedule, z, t, noise_fn(k_noise, z.shape, z.dtype))
     eps_fn = lambda y, step: self.model.apply(  # noqa: E731
         params, y, jnp.broadcast_to(step, (y.shape[0],)), method=networks.LaMoD.eps)
-    cfg = samplers.SamplerConfig(s.sampler, steps=min(s.steps, m + 1), eta=s.eta, t_start=m)
+    cfg = samplers.SamplerConfig(sampler or s.sampler, steps=min(s.steps, m + 1), eta=s.eta,
+                                 t_start=m)
     out, _ = samplers.get_sampler(cfg)(eps_fn, self.schedule, k_chain, z.shape,
                                        noise_fn=noise_fn, y_start=z_m)
     return out
 
-  def predict_batch(self, params, reg_seq, mask_seq, case_ids, key, num_samples: int):
-    """Displacements (B, F−1, 2, H, W) on the DENSE grid: LaMoD, registration, regression;
-    `case_ids` (B,) key each case's noise. Pure and jit-able (`predict` jits it, with the
-    cases split over the mesh)."""
+  def decode(self, params, z):
+    """D_η: latent (B, F−1, h, w, C) → displacement (B, F−1, 2, H, W) on the DENSE grid."""
+    return _channels_first(self.model.apply(params, z, method=networks.LaMoD.motion))
+
+  def lamod_samples(self, params, z, key, case_ids, sampler: str, n: int):
+    """(n, B, F−1, 2, H, W): D_η(ẑ0) of samples k = 0..n−1 by `sampler`, sample k drawn
+    with fold_in(key, k) (`sample_latent`); a `lax.map` over k (one chain compiled)."""
+    def one(k):
+      return self.decode(params, self.sample_latent(params, z, jax.random.fold_in(key, k),
+                                                    case_ids, sampler))
+    return jax.lax.map(one, jnp.arange(n))
+
+  def predict_batch(self, params, reg_seq, mask_seq, case_ids, key, num_samples: int,
+                    diagnosis: bool = False):
+    """Displacements (B, F−1, 2, H, W) on the DENSE grid: LaMoD (the mean of
+    `num_samples` samples of sampling.sampler), registration, regression; with
+    `diagnosis` also the groups of `Diagnosis.groups` (D_η of the clean latent z;
+    `num_samples` samples of each diagnosis sampler; the mean of diagnosis.num_samples
+    and one sample of sampling.sampler). Sample k of every sampler is drawn with
+    fold_in(key, k), so samplers share their starts z^(M) and lamod_one is sample 0 of
+    `lamod`. `case_ids` (B,) key each case's noise. Pure and jit-able (`predict` jits
+    it, with the cases split over the mesh)."""
     z, v0 = self.registration(params, reg_seq)
     u_reg = jax.vmap(jax.vmap(lambda v: epdiff.displacement(registration_lib.end_maps(
         v, self.reg_cfg, want_phi=True)[1])))(v0)          # u = φ₁ − id, Lagrangian
     u_reg = to_dense_grid(u_reg, self.dense_size)
-
-    def one(k):
-      zh = self.sample_latent(params, z, k, case_ids)
-      return _channels_first(self.model.apply(params, zh, method=networks.LaMoD.motion))
-
-    keys = [jax.random.fold_in(key, k) for k in range(num_samples)]   # threefry: per case
-    u_lamod = sum(one(k) for k in keys) / num_samples
     u_b = _channels_first(self.model.apply(params, pairs(mask_seq),
                                            method=networks.LaMoD.regress))
-    return {"lamod": u_lamod, "registration": u_reg, "regression": u_b}
+    sampler = self.config.sampling.sampler
+    diag = self.diagnosis
+    n = max(num_samples, diag.num_samples) if diagnosis else num_samples
+    us = self.lamod_samples(params, z, key, case_ids, sampler, n)
+    out = {"lamod": jnp.mean(us[:num_samples], axis=0), "registration": u_reg,
+           "regression": u_b}
+    if diagnosis:
+      out["clean_latent"] = self.decode(params, z)
+      for name in diag.samplers:
+        out[f"lamod_{name}"] = out["lamod"] if name == sampler else jnp.mean(
+            self.lamod_samples(params, z, key, case_ids, name, num_samples), axis=0)
+      out[f"lamod_mean{diag.num_samples}"] = jnp.mean(us[:diag.num_samples], axis=0)
+      out["lamod_one"] = us[0]
+    return out
 
   def _devices(self) -> int:
     """Devices an evaluation batch's cases are split over (the mesh's first axis)."""
     return 1 if self.mesh is None else int(self.mesh.shape[self.mesh.axis_names[0]])
 
-  def predict_fn(self, num_samples: int):
+  def predict_fn(self, num_samples: int, diagnosis: bool = False):
     """jit of `predict_batch`; on several devices a `shard_map` over the mesh's first
     axis: each device runs it on its block of cases (the one-device program: GSPMD
     partitioning of the EPDiff FFTs hits an XLA:CPU layout RET_CHECK in fft_thunk),
     the outputs gathered to every device (readable on every process)."""
-    if num_samples not in self._eval_fns:
-      fn = functools.partial(self.predict_batch, num_samples=num_samples)
+    cache_key = (num_samples, diagnosis)
+    if cache_key not in self._eval_fns:
+      fn = functools.partial(self.predict_batch, num_samples=num_samples, diagnosis=diagnosis)
       if self._devices() == 1:
-        self._eval_fns[num_samples] = jax.jit(fn)
+        self._eval_fns[cache_key] = jax.jit(fn)
       else:
         cases = sharded.case_sharding(self.mesh).spec
         rep_spec = sharded.replicated(self.mesh).spec
         body = jax.shard_map(fn, mesh=self.mesh,
                              in_specs=(rep_spec, cases, cases, cases, rep_spec),
                              out_specs=cases)
-        self._eval_fns[num_samples] = jax.jit(body,
-                                              out_shardings=sharded.replicated(self.mesh))
-    return self._eval_fns[num_samples]
+        self._eval_fns[cache_key] = jax.jit(body,
+                                            out_shardings=sharded.replicated(self.mesh))
+    return self._eval_fns[cache_key]
 
-  def predict(self, params, split: str, rng, num_samples: int | None = None) -> dict:
-    """Per method, displacements (N, F−1, 2, H, W) for `split` (numpy).
+  def predict(self, params, split: str, rng, num_samples: int | None = None,
+              diagnosis: bool = False) -> dict:
+    """Per method (and with `diagnosis` per diagnosis group), displacements
+    (N, F−1, 2, H, W) for `split` (numpy).
 
     Each batch of config.data.eval_batch_size cases is padded (repeating its last case)
     to a multiple of the mesh's device count, its cases split over the mesh, and the
@@ -381,7 +514,7 @@ class LaMoDTask:
     n_dev = self._devices()
     if n_dev > 1:
       params = jax.device_put(params, sharded.replicated(self.mesh))
-    outs = {m: [] for m in METHODS}
+    outs = {}
     for i in range(0, len(arr["ids"]), bs):
       sl = slice(i, i + bs)
       batch = {"reg": arr["reg"][sl], "masks": arr["masks"][sl],
@@ -389,9 +522,10 @@ class LaMoDTask:
       batch, b = sharded.pad_to_multiple(batch, n_dev)
       if n_dev > 1:
         batch = sharded.shard_cases(batch, self.mesh)
-      res = self.predict_fn(k)(params, batch["reg"], batch["masks"], batch["case_ids"], rng)
-      for m in METHODS:
-        outs[m].append(np.asarray(res[m])[:b])
+      res = self.predict_fn(k, diagnosis)(params, batch["reg"], batch["masks"],
+                                          batch["case_ids"], rng)
+      for m, u in res.items():
+        outs.setdefault(m, []).append(np.asarray(u)[:b])
     return {m: np.concatenate(v) for m, v in outs.items()}
 
   def true_ecc(self, split: str) -> np.ndarray:
@@ -404,32 +538,46 @@ class LaMoDTask:
   def segmental(self, disp, split: str) -> np.ndarray:
     """Segmental Ecc (N, F−1, 6). A sample without an RV insertion angle is divided from
     angle 0: its segment means still average to its global Ecc (global peak Ecc error),
-    but its segmental errors are NaN in `evaluate` (skipped, counted)."""
+    but its segmental errors are NaN in `score` (skipped, counted)."""
     arr = self.data[split]
     rv = np.nan_to_num(arr["rv"], nan=0.0)
     return np.asarray(self._segmental(jnp.asarray(disp), jnp.asarray(arr["support"]),
                                       jnp.asarray(rv)))
 
-  def evaluate(self, params, rng, split, *, final, workdir):
+  def score(self, u, split: str) -> tuple[dict, np.ndarray]:
+    """The scores (SCORES) of displacements u (N, F−1, 2, H, W) against `split`'s DENSE
+    labels, and u's segmental Ecc (N, F−1, 6): EPE over the label support; segmental Ecc
+    MAE over the samples with an RV insertion angle (NaN if none); global peak Ecc error.
+    Every method and diagnosis group is scored by this one function."""
     arr = self.data[split]
-    preds = self.predict(params, split, rng)
-    true_seg = self.true_ecc(split)
+    epe = float(strain.end_point_error(u, arr["disp"], arr["support"][:, None]))
+    seg = self.segmental(u * arr["support"][:, None, None], split)
+    errs = jax.vmap(strain.strain_errors)(jnp.asarray(seg), jnp.asarray(self.true_ecc(split)))
+    seg_mae = np.asarray(errs["segmental_ecc_mae"])[~np.isnan(arr["rv"])]
+    return {"epe": epe,
+            "segmental_ecc_mae": float(np.nanmean(seg_mae)) if seg_mae.size else math.nan,
+            "global_peak_ecc_error": float(np.nanmean(errs["global_peak_ecc_error"]))}, seg
+
+  def evaluate(self, params, rng, split, *, final, workdir):
+    """Scores of the three methods on `split`; a final evaluation with
+    config.diagnosis.enabled also scores the diagnosis groups and adds the parameter
+    counts (`param_counts`)."""
+    arr = self.data[split]
+    diagnosis = bool(final and self.diagnosis.enabled)
+    preds = self.predict(params, split, rng, diagnosis=diagnosis)
     out, curves = {}, {}
-    for m in METHODS:
-      out[f"{m}/epe"] = float(strain.end_point_error(preds[m], arr["disp"],
-                                                     arr["support"][:, None]))
-      seg = self.segmental(preds[m] * arr["support"][:, None, None], split)
-      errs = jax.vmap(strain.strain_errors)(jnp.asarray(seg), jnp.asarray(true_seg))
-      placed = ~np.isnan(arr["rv"])
-      seg_mae = np.asarray(errs["segmental_ecc_mae"])[placed]
-      out[f"{m}/segmental_ecc_mae"] = float(np.nanmean(seg_mae)) if seg_mae.size else math.nan
-      out[f"{m}/global_peak_ecc_error"] = float(np.nanmean(errs["global_peak_ecc_error"]))
-      curves[m] = seg
+    for m in (*METHODS, *(self.diagnosis.groups() if diagnosis else ())):
+      scores, curves[m] = self.score(preds[m], split)
+      out.update({f"{m}/{k}": v for k, v in scores.items()})
     out["segmental_skipped_no_rv"] = int(np.isnan(arr["rv"]).sum())
+    if diagnosis:
+      out.update(param_counts(params))
     if final:
       from lamod_jax import reports  # pylint: disable=g-import-not-at-top
-      reports.write_plots(os.path.join(workdir, "plots"), split, arr, preds, curves, true_seg,
-                          out, self._patterns(split))
+      reports.write_plots(os.path.join(workdir, "plots"), split, arr,
+                          {m: preds[m] for m in METHODS}, {m: curves[m] for m in METHODS},
+                          self.true_ecc(split), out, self._patterns(split),
+                          diagnosis=self.diagnosis.groups() if diagnosis else ())
     return out
 
   def _patterns(self, split: str) -> list[str]:

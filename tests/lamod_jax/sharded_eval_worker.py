@@ -8,7 +8,8 @@ the zero-initialised output convolutions made nonzero so every method's output a
 sampling noise matter) on the 8 training cases, eval_batch_size 5 (batches of 5 and 3,
 both padded to 8), with an 8-device mesh and with no mesh (one device), and with no mesh
 and eval_batch_size 8 (one batch); DDIM (noise at the start only) and DDPM (noise at
-every step), 2 samples. Also the per-device FLOPs of the
+every step), 2 samples; with DDIM also the final evaluation's diagnosis groups
+(`predict(..., diagnosis=True)`) on 8 devices and on one. Also the per-device FLOPs of the
 task's `predict_fn` compiled for 8 case-sharded cases on 8 devices and for 8 cases on
 one (every case computed once: about 1/8). Writes OUT/results.json.
 """
@@ -70,6 +71,9 @@ def main(out):
       if params is None:
         params = nonzero_params(task.init(jax.random.key(0), task.example_batch()))
       preds[name] = task.predict(params, "train", jax.random.key(7))
+      if sampler == "ddim" and name != "bs8":
+        diag = task.predict(params, "train", jax.random.key(7), diagnosis=True)
+        results.setdefault("diagnosis_preds", {})[name] = diag
     res = {}
     for m in task_lib.METHODS:
       ref = preds["none"][m]
@@ -77,6 +81,11 @@ def main(out):
                     diff_8=float(np.max(np.abs(preds["8"][m] - ref))),
                     diff_bs8=float(np.max(np.abs(preds["bs8"][m] - ref))))
     results[sampler] = res
+  diag = results.pop("diagnosis_preds")
+  results["diagnosis"] = {
+      g: dict(shape=list(diag["8"][g].shape), scale=float(np.max(np.abs(diag["none"][g]))),
+              diff_8=float(np.max(np.abs(diag["8"][g] - diag["none"][g]))))
+      for g in diag["none"]}
 
   arr = tasks["none"].data["train"]
   batch = {"reg": arr["reg"], "masks": arr["masks"],

@@ -63,14 +63,24 @@ def test_smoke_run(tmp_path, monkeypatch):
       assert np.isfinite(res[f"test/{method}/{name}"])
   saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
   assert saved["test/lamod/epe"] == pytest.approx(res["test/lamod/epe"])
+  # The final evaluation's diagnosis (config.diagnosis, on in every variant).
+  n = config.diagnosis.num_samples
+  for group in ("clean_latent", "lamod_ddpm", "lamod_ddim", f"lamod_mean{n}", "lamod_one"):
+    for name in task_lib.SCORES:
+      assert np.isfinite(saved[f"test/{group}/{name}"]), (group, name)
+  assert all(saved[f"test/params/{m}"] > 0 for m in ("lamod", "registration", "regression"))
   rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  periodic = [r for r in rows if r["split"] == "val"]
+  assert periodic and "lamod/epe" in periodic[-1]
+  assert not any(k.startswith(("clean_latent/", "lamod_", "params/"))
+                 for r in periodic for k in r)       # periodic evaluations: no diagnosis
   train = [r for r in rows if r["split"] == "train"]
   pre = [r for r in train if r["step"] <= config.pretrain.steps]
   joint = [r for r in train if r["step"] > config.pretrain.steps]
   assert pre and joint
   assert all(r["motion_loss"] == 0 for r in pre) and all(r["reg_data"] == 0 for r in joint)
   assert pre[-1]["reg_data"] < pre[0]["reg_data"]          # registration learns
-  for name in ("es_motion", "errors", "segment_curves"):
+  for name in ("es_motion", "errors", "segment_curves", "diagnosis"):
     assert (tmp_path / "run" / "plots" / f"test_{name}.png").stat().st_size > 1000
   # Both phases' optimisers come from the loop's factory: config.pretrain.optim for the
   # registration phase, config.optim for the joint one.
