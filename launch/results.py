@@ -118,13 +118,16 @@ TABLES = (
                   Column("σ poor / good", "test/sigma_poor_over_good")),
               "Table IV: `--config.model.kind=deterministic` (the same encoder and conditioning, "
               "an MSE head). Table V: `--config.model.predictor=mlp` or `transformer_decoder` "
-              "(default: MCSN). AdaCon: `--config.model.adacon.weight=0.1`. 8 draws: "
+              "(default: MCSN). AdaCon: `--config.model.adacon.weight=0.005` (0.1: 20× the "
+              "published γ_con for scale 150). 8 draws: "
               "`--config.diffusion.noise_draws=8`. Vision only: `configs/pediatric.py:vision`.",
               rows=(("default", "generative, MCSN decoder (default)"),
                     ("deterministic", "deterministic head (Table IV)"),
                     ("mlp", "MLP decoder (Table V)"),
                     ("transformer_decoder", "Transformer decoder (Table V)"),
-                    ("adacon", "+ AdaCon plug-in"), ("noise_draws8", "8 (t, ε) draws per clip"),
+                    ("adacon", "+ AdaCon plug-in, weight 0.005"),
+                    ("adacon_w0.1", "+ AdaCon plug-in, weight 0.1"),
+                    ("noise_draws8", "8 (t, ε) draws per clip"),
                     ("vision", "vision only"))),
     Table("adacon", "AdaCon (`configs/adacon_dynamic.py`): test split", "adacon", (
         Column("MAE", "test/mae"), Column("RMSE", "test/rmse"), Column("R²", "test/r2"),
