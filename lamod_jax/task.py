@@ -3,9 +3,13 @@ motion decoder (registration frozen), with the regression and registration-only 
 
 Data (cardiac_data/dense.py): per sample the myocardium masks (T, H, W) and the DENSE
 Lagrangian displacement on the DENSE grid; `data.frames` frames are taken evenly from each
-sequence (frame 0 = the reference). Pairs (I⁰, I^τ), τ = 1..F−1, are resampled (bilinear,
-antialiased) to the registration grid `data.reg_size` (the paper's 128² at 1 mm) for E_R;
-displacements are predicted back on the DENSE grid.
+sequence (frame 0 = the reference), whatever its own frame count (DENSE's 40, cine's 25).
+Pairs (I⁰, I^τ), τ = 1..F−1, are resampled (bilinear, antialiased) to the registration
+grid `data.reg_size` (the paper's 128² at 1 mm) for E_R; displacements are predicted back
+on the DENSE grid. Predicted displacements are strained and segmented on
+`data.strain_mask`: 'label' = the label's support (as the truth), 'input' = the input's
+frame-0 mask (the cine protocol: cine masks differ from the DENSE contour the label lives
+on, so EPE there is approximate and segmental Ecc the headline; configs/lamod_dense.py:cine).
 
 Phases (one optimiser, `lamod_jax.phases`): steps 1..pretrain.steps train (E_R, D_R) on
   l_reg = mean over pairs of [½⟨Lv0, v0⟩ + 1/(2σ²)‖I⁰∘φ₁⁻¹ − I^τ‖²] / (H_r W_r)   (Eq. 1),
@@ -71,14 +75,18 @@ PARAM_GROUPS = {"lamod": ("reg_encoder", "eps_net", "motion_decoder"),
                 "regression": ("baseline",)}
 DTYPES = ("float32", "bfloat16")
 TRAINING_MODES = ("x0", "paper_code")
+#: config.data.strain_mask: where predicted displacements are strained and segmented.
+STRAIN_MASKS = ("label", "input")
 SAMPLERS = ("ddim", "ddpm", "paper_code")
 
 
 def frame_indices(num_frames: int, frames: int) -> np.ndarray:
-  """`frames` indices spread evenly over 0..num_frames−1 (0 first)."""
-  if frames < 2 or frames > num_frames:
-    raise ValueError(f"config.data.frames must be in [2, {num_frames}] (frames in the "
-                     f"sequence), got {frames}")
+  """`frames` indices spread evenly over 0..num_frames−1 (0 first, the last frame last).
+  A sequence shorter than `frames` is resampled to it by nearest frames (some repeat): a
+  25-frame cine scan under `full`'s 40 frames (the paper resamples cine to 40 frames)."""
+  if frames < 2 or num_frames < 2:
+    raise ValueError(f"config.data.frames must be >= 2 and a sequence needs >= 2 frames, "
+                     f"got frames={frames} for a sequence of {num_frames}")
   return np.round(np.linspace(0, num_frames - 1, frames)).astype(int)
 
 
@@ -173,12 +181,16 @@ def load_split(folders, frames: int, reg_size: int, rv: dict) -> dict:
   """Arrays of the sample `folders` of one split: masks (N, F, H, W), reg (N, F, r, r),
   disp (N, F−1, 2, H, W), support (N, H, W) (the label's nonzero support, else the
   frame-0 mask), rv (N,) rad (NaN: no RV insertion angle for that sample, see
-  `LaMoDTask.segmental`)."""
+  `LaMoDTask.segmental`). Each sample's `frames` frames are `frame_indices` of its own
+  frame count (samples and splits may differ: DENSE 40, cine 25; a shorter sequence
+  repeats its nearest frames, logged); frame 0 (the reference of every pair and of the
+  Lagrangian label) is always the first."""
   out = {k: [] for k in ("masks", "disp", "support", "rv")}
-  ids = []
+  ids, short = [], 0
   for folder in folders:
     s = dense.read_sample(folder)
     idx = frame_indices(s.mask.shape[0], frames)
+    short += int(s.mask.shape[0] < frames)
     support = np.any(s.displacement != 0, axis=(0, 1))
     out["masks"].append(s.mask[idx].astype(np.float32))
     out["disp"].append(s.displacement[idx[1:]])
@@ -188,6 +200,10 @@ def load_split(folders, frames: int, reg_size: int, rv: dict) -> dict:
   arrays = {k: np.stack(v).astype(np.float32) for k, v in out.items()}
   arrays["reg"] = resize_masks(arrays["masks"], reg_size)
   arrays["ids"] = ids
+  if short:
+    logging.info("LaMoD: %d of %d samples in %s have fewer than data.frames=%d frames: "
+                 "resampled by repeating the nearest frames", short, len(ids),
+                 folders[0].parent, frames)
   return arrays
 
 
@@ -250,6 +266,10 @@ class LaMoDTask:
     self.config = config
     self.workdir = workdir
     d, m, df = config.data, config.model, config.diffusion
+    self.strain_mask = d.get("strain_mask", "label")
+    if self.strain_mask not in STRAIN_MASKS:
+      raise ValueError(f"config.data.strain_mask: {self.strain_mask!r} is not one of "
+                       f"{STRAIN_MASKS}")
     self.root = sources_lib.dataset_root(d)
     self.ground_truth = dense.read_ground_truth(self.root, required=False)
     rv = {k: v["rv_insertion_deg"] for k, v in self.ground_truth.items()}
@@ -263,6 +283,9 @@ class LaMoDTask:
                    f"; {no_rv} without an RV insertion angle (global strain only)"
                    if no_rv else "")
     self.dense_size = tuple(self.data["train"]["masks"].shape[-2:])
+    for arr in self.data.values():   # (N, H, W): where predictions are strained (`score`).
+      arr["strain_support"] = (arr["support"] if self.strain_mask == "label"
+                               else (arr["masks"][:, 0] > 0).astype(np.float32))
     if m.dtype not in DTYPES:
       raise ValueError(f"config.model.dtype: {m.dtype!r} is not one of {DTYPES}")
     self.model = networks.LaMoD(
@@ -535,23 +558,27 @@ class LaMoDTask:
       self._true_ecc[split] = self.segmental(arr["disp"], split)
     return self._true_ecc[split]
 
-  def segmental(self, disp, split: str) -> np.ndarray:
-    """Segmental Ecc (N, F−1, 6). A sample without an RV insertion angle is divided from
+  def segmental(self, disp, split: str, support=None) -> np.ndarray:
+    """Segmental Ecc (N, F−1, 6) of displacements on `support` (N, H, W; default the
+    label's support). A sample without an RV insertion angle is divided from
     angle 0: its segment means still average to its global Ecc (global peak Ecc error),
     but its segmental errors are NaN in `score` (skipped, counted)."""
     arr = self.data[split]
     rv = np.nan_to_num(arr["rv"], nan=0.0)
-    return np.asarray(self._segmental(jnp.asarray(disp), jnp.asarray(arr["support"]),
+    support = arr["support"] if support is None else support
+    return np.asarray(self._segmental(jnp.asarray(disp), jnp.asarray(support),
                                       jnp.asarray(rv)))
 
   def score(self, u, split: str) -> tuple[dict, np.ndarray]:
     """The scores (SCORES) of displacements u (N, F−1, 2, H, W) against `split`'s DENSE
     labels, and u's segmental Ecc (N, F−1, 6): EPE over the label support; segmental Ecc
     MAE over the samples with an RV insertion angle (NaN if none); global peak Ecc error.
-    Every method and diagnosis group is scored by this one function."""
+    u's strain is taken on config.data.strain_mask's mask (`strain_support`), the truth's
+    on the label support. Every method and diagnosis group is scored by this one function."""
     arr = self.data[split]
     epe = float(strain.end_point_error(u, arr["disp"], arr["support"][:, None]))
-    seg = self.segmental(u * arr["support"][:, None, None], split)
+    dom = arr["strain_support"]
+    seg = self.segmental(u * dom[:, None, None], split, dom)
     errs = jax.vmap(strain.strain_errors)(jnp.asarray(seg), jnp.asarray(self.true_ecc(split)))
     seg_mae = np.asarray(errs["segmental_ecc_mae"])[~np.isnan(arr["rv"])]
     return {"epe": epe,

@@ -34,8 +34,13 @@ def test_translation_resampled_to_the_dense_grid():
 
 def test_frame_indices_and_pairs():
   np.testing.assert_array_equal(task_lib.frame_indices(40, 4), [0, 13, 26, 39])
+  np.testing.assert_array_equal(task_lib.frame_indices(25, 8), [0, 3, 7, 10, 14, 17, 21, 24])
+  # A shorter sequence (a 25-frame cine scan under `full`'s 40): nearest frames repeat.
+  up = task_lib.frame_indices(25, 40)
+  assert up[0] == 0 and up[-1] == 24 and set(up) == set(range(25))
+  assert np.all(np.diff(up) >= 0) and np.all(np.abs(up - np.arange(40) * 24 / 39) <= 0.5)
   with pytest.raises(ValueError, match="config.data.frames"):
-    task_lib.frame_indices(8, 10)
+    task_lib.frame_indices(8, 1)
   seq = jnp.arange(2 * 3 * 2 * 2, dtype=jnp.float32).reshape(2, 3, 2, 2)
   p = np.asarray(task_lib.pairs(seq))
   assert p.shape == (2, 2, 2, 2, 2)
@@ -80,7 +85,7 @@ def test_smoke_run(tmp_path, monkeypatch):
   assert pre and joint
   assert all(r["motion_loss"] == 0 for r in pre) and all(r["reg_data"] == 0 for r in joint)
   assert pre[-1]["reg_data"] < pre[0]["reg_data"]          # registration learns
-  for name in ("es_motion", "errors", "segment_curves", "diagnosis"):
+  for name in ("es_motion", "errors", "segment_curves", "diagnosis", "fig3"):
     assert (tmp_path / "run" / "plots" / f"test_{name}.png").stat().st_size > 1000
   # Both phases' optimisers come from the loop's factory: config.pretrain.optim for the
   # registration phase, config.optim for the joint one.
@@ -97,8 +102,9 @@ def test_smoke_run(tmp_path, monkeypatch):
 
 
 def write_strainnet_as_distributed(tmp_path):
-  """A dense tree in StrainNet's distributed layout: data/train/ and data/test_cine/, no
-  val/, and no RV insertion angle for the first test sample. Returns (config, root, test ids)."""
+  """A dense tree in StrainNet's distributed layout: data/train/ and data/test_cine/ (the
+  writer's cine-like scans of the test subjects), no val/ or test/, and no RV insertion
+  angle for the first test sample. Returns (config, root, test ids)."""
   import shutil                                         # pylint: disable=g-import-not-at-top
   from cardiac_data.synthetic import dense_writer       # pylint: disable=g-import-not-at-top
   root = tmp_path / "StrainNet"
@@ -107,7 +113,7 @@ def write_strainnet_as_distributed(tmp_path):
   for folder in (data / "val").iterdir():
     shutil.move(str(folder), data / "train" / folder.name)
   (data / "val").rmdir()
-  (data / "test").rename(data / "test_cine")
+  shutil.rmtree(data / "test")
   gt = json.loads((root / "ground_truth.json").read_text())
   test_ids = sorted(f.name for f in (data / "test_cine").iterdir())
   gt["subjects"] = [s for s in gt["subjects"] if s["subject"] != test_ids[0]]
