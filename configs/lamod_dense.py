@@ -84,7 +84,11 @@ def get_config(arg: str | None = None):
       n_steps=5, integrator="euler", form="eulerian",
       band_limit=config_dict.placeholder(int)))
   c.model = ml_collections.ConfigDict(dict(
-      reg_widths=(8, 16), latent=8, normalize_latent=True,
+      reg_widths=(8, 16), latent=8,
+      # z standardised per frame over (H, W, C) (lamod_jax.networks.LATENT_NORMS; the
+      # published code: one global mean/std). 'position' (per position over channels, the
+      # default before issue 17's diagnosis) loses each position's norm: EPE +6 %.
+      latent_norm="frame",
       eps_widths=(32, 64), step_dim=64,
       decoder_widths=(16, 8),        # D_η: latent 8² → 32², then bilinear to the DENSE grid.
       baseline_widths=(8, 16), baseline_pool=2,    # Regression UNet at 24², output at 48².
@@ -97,7 +101,8 @@ def get_config(arg: str | None = None):
       motion_weight=1e-2,            # α of l_diffusion + α·l_motion.
       training="x0"))                # or 'paper_code' (one ε̂ reused over the chain).
   c.sampling = ml_collections.ConfigDict(dict(
-      sampler="ddim", steps=10, eta=0.0, num_samples=1,
+      sampler="ddim", steps=10, eta=0.0,
+      num_samples=8,                 # LaMoD's estimate: the mean of 8 samples (one: EPE +16 %).
       start_step=-1))                # −1 = T − 1 (Alg. 1 starts at M = T).
   # Final evaluation only (metrics.json, per split): clean_latent = D_η(z) without
   # diffusion; lamod_<s> per sampler s (sampling.num_samples samples, sampling's steps,
@@ -117,9 +122,9 @@ def get_config(arg: str | None = None):
   c.optim.weight_decay = 1e-4
   c.optim.schedule = "cosine"
   c.optim.min_lr = 1e-5
-  c.num_steps = 900                  # 300 registration + 600 joint.
+  c.num_steps = 1500                 # 300 registration + 1200 joint (600: EPE +10 %).
   c.log_every = 50
-  c.eval_every = 900
+  c.eval_every = 1500
   c.checkpoint.save_every = 300
   c.checkpoint.best_metric = ""      # Phases differ: evaluate the last step.
   c.final_eval_splits = ("val", "test")
@@ -145,6 +150,7 @@ def get_config(arg: str | None = None):
     c.diffusion.beta_end = 0.15
     c.sampling.steps = 3
     c.diagnosis.num_samples = 2
+    c.sampling.num_samples = 2
     c.pretrain.steps = 4
     c.num_steps = 8
     c.log_every = 2

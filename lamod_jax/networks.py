@@ -89,13 +89,20 @@ def _up(x, size=None):
   return jax.image.resize(x, (b, t, *size, c), "linear")
 
 
+#: Encoder.norm: how z is standardised for the diffusion (no affine terms). The published
+#: code standardises with one global mean/std of the training latents; these are per case.
+LATENT_NORMS = ("frame", "position", "none")
+
+
 class Encoder(nn.Module):
   """E_R: Blocks and spatial pooling per width; a 1×1×1 projection to `latent` channels.
-  `normalize`: per-position layer norm of z without affine terms (unit-scale latents for
-  the diffusion; it stands in for the published code's global standardisation)."""
+  `norm` (LATENT_NORMS): 'frame' standardises z per frame over (H, W, C), so positions
+  keep their relative magnitudes (closest to the published global standardisation);
+  'position' over the channels of each position (every position's vector gets unit scale:
+  its norm is lost); 'none' leaves z as the projection gives it."""
   widths: Sequence[int]
   latent: int
-  normalize: bool = True
+  norm: str = "frame"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -104,8 +111,12 @@ class Encoder(nn.Module):
     for w in self.widths:
       x = _pool(Block(w, dtype=self.dtype)(x))
     z = nn.Conv(self.latent, (1, 1, 1), dtype=self.dtype)(x)
-    if self.normalize:
-      z = nn.LayerNorm(use_bias=False, use_scale=False, dtype=self.dtype)(z)
+    if self.norm not in LATENT_NORMS:
+      raise ValueError(f"latent norm {self.norm!r} is not one of {LATENT_NORMS}")
+    if self.norm != "none":
+      axes = (-3, -2, -1) if self.norm == "frame" else -1
+      z = nn.LayerNorm(reduction_axes=axes, use_bias=False, use_scale=False,
+                       dtype=self.dtype)(z)
     return z
 
 
@@ -177,13 +188,13 @@ class LaMoD(nn.Module):
   decoder_widths: Sequence[int]
   baseline_widths: Sequence[int]
   dense_size: tuple[int, int]
-  normalize_latent: bool = True
+  latent_norm: str = "frame"
   baseline_pool: int = 1
   dtype: Any = jnp.float32
 
   def setup(self):
     dt = self.dtype
-    self.reg_encoder = Encoder(self.reg_widths, self.latent, self.normalize_latent, dtype=dt)
+    self.reg_encoder = Encoder(self.reg_widths, self.latent, self.latent_norm, dtype=dt)
     self.reg_decoder = Decoder(tuple(reversed(self.reg_widths)), 2, dtype=dt)
     self.eps_net = UNet(self.eps_widths, self.latent, self.step_dim, dtype=dt)
     self.motion_decoder = Decoder(self.decoder_widths, 2, tuple(self.dense_size), dtype=dt)

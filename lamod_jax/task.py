@@ -286,13 +286,16 @@ class LaMoDTask:
     for arr in self.data.values():   # (N, H, W): where predictions are strained (`score`).
       arr["strain_support"] = (arr["support"] if self.strain_mask == "label"
                                else (arr["masks"][:, 0] > 0).astype(np.float32))
+    if m.latent_norm not in networks.LATENT_NORMS:
+      raise ValueError(f"config.model.latent_norm: {m.latent_norm!r} is not one of "
+                       f"{networks.LATENT_NORMS}")
     if m.dtype not in DTYPES:
       raise ValueError(f"config.model.dtype: {m.dtype!r} is not one of {DTYPES}")
     self.model = networks.LaMoD(
         reg_widths=tuple(m.reg_widths), latent=m.latent, eps_widths=tuple(m.eps_widths),
         step_dim=m.step_dim, decoder_widths=tuple(m.decoder_widths),
         baseline_widths=tuple(m.baseline_widths), dense_size=self.dense_size,
-        normalize_latent=m.normalize_latent, baseline_pool=m.baseline_pool,
+        latent_norm=m.latent_norm, baseline_pool=m.baseline_pool,
         dtype=jnp.dtype(m.dtype))
     check_grid(int(d.reg_size), m.reg_widths, m.eps_widths)
     self.reg_cfg = registration_config(config.registration, int(d.reg_size))

@@ -69,13 +69,20 @@ class SeedTable:
   ('default' without one), each
   column shown as mean ± SD over the label's seeds (the column `n`: how many). A column
   key is a metrics.json key, or 'key>group>field' inside a nested table. `rows`: the
-  (label, row name) pairs shown, in that order (empty: every label, 'default' first)."""
+  (label, row name) pairs shown, in that order (empty: every label, 'default' first).
+  `group_rows` instead: (label, group, row name) triples, several rows per run (e.g.
+  LaMoD's diagnosis groups), the column keys formatted with `{group}`."""
   key: str
   title: str
   prefix: str
   columns: tuple[Column, ...]
   note: str = ""
   rows: tuple[tuple[str, str], ...] = ()
+  group_rows: tuple[tuple[str, str, str], ...] = ()
+
+  def labels(self) -> set[str]:
+    """The run labels the table shows (empty: every label)."""
+    return {r[0] for r in self.rows} | {r[0] for r in self.group_rows}
 
 
 _SEED_RUN = re.compile(r"^(?P<label>.*)_seed(?P<seed>\d+)$")
@@ -132,12 +139,33 @@ TABLES = (
     Table("adacon", "AdaCon (`configs/adacon_dynamic.py`): test split", "adacon", (
         Column("MAE", "test/mae"), Column("RMSE", "test/rmse"), Column("R²", "test/r2"),
         Column("mean-predictor MAE", "test/mean_predictor_mae"))),
-    Table("lamod", "LaMoD (`configs/lamod_dense.py`): test split", "lamod", (
-        Column("LaMoD EPE", "test/lamod/epe", ".3f"),
-        Column("LaMoD seg. Ecc MAE", "test/lamod/segmental_ecc_mae", ".4f"),
-        Column("registration EPE", "test/registration/epe", ".3f"),
-        Column("regression EPE", "test/regression/epe", ".3f"),
-        Column("regression seg. Ecc MAE", "test/regression/segmental_ecc_mae", ".4f"))),
+    SeedTable("lamod", "LaMoD diagnosis (`configs/lamod_dense.py`, issue 17): test split, "
+              "24 subjects, mean ± SD over seeds", "lamod_dense", (
+                  Column("EPE (px)", "test/{group}/epe", ".3f"),
+                  Column("seg. Ecc MAE", "test/{group}/segmental_ecc_mae", ".4f"),
+                  Column("global peak Ecc error", "test/{group}/global_peak_ecc_error", ".4f")),
+              "Default: 8 latent channels at 8² from the 32² registration grid, standardised "
+              "per frame; LaMoD = the mean of 8 DDIM-10 samples from M = T. Equal parameters "
+              "and budget: `\"--config.model.baseline_widths=(36, 72)\" "
+              "--config.pretrain.baseline=True` (291k parameters against LaMoD's 282k, 900 "
+              "steps). Cine: `configs/lamod_dense.py:cine` (segmental Ecc is the headline; "
+              "EPE against the DENSE contour is approximate). docs/lamod.md#diagnosis.",
+              group_rows=(
+                  ("default", "registration", "registration only (φ₁ − id)"),
+                  ("default", "regression", "direct regression, 15k params, 600 steps"),
+                  ("bw36pre", "regression", "direct regression, 291k params, 900 steps"),
+                  ("default", "clean_latent", "D_η(z): clean latent, no diffusion"),
+                  ("default", "lamod_ddpm", "LaMoD, DDPM (Eq. 8), mean of 8"),
+                  ("default", "lamod", "LaMoD, DDIM-10, mean of 8 (default)"),
+                  ("default", "lamod_one", "LaMoD, DDIM-10, one sample"),
+                  ("position", "lamod_mean8", "LaMoD, z standardised per position"),
+                  ("position", "clean_latent", "D_η(z), z standardised per position"),
+                  ("z16", "lamod_mean8", "LaMoD, 16 channels at 16², per position"),
+                  ("z16", "clean_latent", "D_η(z), 16 channels at 16², per position"),
+                  ("cine", "lamod", "cine test: LaMoD"),
+                  ("cine", "clean_latent", "cine test: D_η(z)"),
+                  ("cine", "regression", "cine test: direct regression (15k)"),
+                  ("cine", "registration", "cine test: registration only"))),
     SummaryTable(
         "segmentation_seeds", "Partial-label segmentation, inter-domain (`configs/seg_partial.py:"
         "inter`, U-Net): test Dice, mean ± SD over seeds", "seg_inter", _SEG_COLUMNS,
@@ -174,7 +202,7 @@ def seed_label(table: SeedTable, name: str) -> str | None:
   if not m:
     return None
   label = m.group("label").lstrip("-_") or "default"
-  return label if not table.rows or label in dict(table.rows) else None
+  return label if not table.labels() or label in table.labels() else None
 
 
 def _seed_rows(table: SeedTable, chosen: dict) -> list[str]:
@@ -183,20 +211,24 @@ def _seed_rows(table: SeedTable, chosen: dict) -> list[str]:
     groups.setdefault(seed_label(table, name), []).append(r["metrics"])
   lines = ["| method | seeds | " + " | ".join(c.header for c in table.columns) + " |",
            "|---|---|" + "---|" * len(table.columns)]
-  names = dict(table.rows)
-  order = ([label for label, _ in table.rows] if table.rows else
-           sorted(groups, key=lambda g: (g != "default", g)))
-  for label in (g for g in order if g in groups):
+  if table.group_rows:
+    specs = list(table.group_rows)
+  elif table.rows:
+    specs = [(label, None, name) for label, name in table.rows]
+  else:
+    specs = [(label, None, label) for label in sorted(groups, key=lambda g: (g != "default", g))]
+  for label, group, name in (spec for spec in specs if spec[0] in groups):
     runs = groups[label]
     cells = []
     for c in table.columns:
-      values = [v for v in (metric_value(m, c.key) for m in runs)
+      key = c.key if group is None else c.key.format(group=group)
+      values = [v for v in (metric_value(m, key) for m in runs)
                 if isinstance(v, (int, float)) and math.isfinite(v)]
       mean = sum(values) / len(values) if values else None
       sd = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
             if len(values) > 1 else None)
       cells.append(_pm_cell(mean, sd, c.fmt))
-    lines.append(f"| {names.get(label, label)} | {len(runs)} | " + " | ".join(cells) + " |")
+    lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
   return lines
 
 
