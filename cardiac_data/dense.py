@@ -87,6 +87,16 @@ def read_split(root, split: str) -> list[DenseSample]:
 ROLES = ("train", "val", "test")
 
 
+def frame_indices(num_frames: int, frames: int) -> np.ndarray:
+  """`frames` indices spread evenly over 0..num_frames−1 (0 first, the last frame last).
+  A sequence shorter than `frames` is resampled to it by nearest frames (some repeat): a
+  25-frame cine scan under `full`'s 40 frames (the paper resamples cine to 40 frames)."""
+  if frames < 2 or num_frames < 2:
+    raise ValueError(f"config.data.frames must be >= 2 and a sequence needs >= 2 frames, "
+                     f"got frames={frames} for a sequence of {num_frames}")
+  return np.round(np.linspace(0, num_frames - 1, frames)).astype(int)
+
+
 def role_folders(root, folders: Mapping[str, str], *, val_fraction: float,
                  seed: int) -> dict[str, list[pathlib.Path]]:
   """{role: sample folders} for train/val/test from `folders` (role → folder name under

@@ -80,16 +80,6 @@ STRAIN_MASKS = ("label", "input")
 SAMPLERS = ("ddim", "ddpm", "paper_code")
 
 
-def frame_indices(num_frames: int, frames: int) -> np.ndarray:
-  """`frames` indices spread evenly over 0..num_frames−1 (0 first, the last frame last).
-  A sequence shorter than `frames` is resampled to it by nearest frames (some repeat): a
-  25-frame cine scan under `full`'s 40 frames (the paper resamples cine to 40 frames)."""
-  if frames < 2 or num_frames < 2:
-    raise ValueError(f"config.data.frames must be >= 2 and a sequence needs >= 2 frames, "
-                     f"got frames={frames} for a sequence of {num_frames}")
-  return np.round(np.linspace(0, num_frames - 1, frames)).astype(int)
-
-
 def resize_masks(masks, size: int) -> np.ndarray:
   """(..., H, W) {0,1} → (..., size, size) float32, bilinear with antialiasing."""
   masks = jnp.asarray(masks, jnp.float32)
@@ -181,7 +171,7 @@ def load_split(folders, frames: int, reg_size: int, rv: dict) -> dict:
   """Arrays of the sample `folders` of one split: masks (N, F, H, W), reg (N, F, r, r),
   disp (N, F−1, 2, H, W), support (N, H, W) (the label's nonzero support, else the
   frame-0 mask), rv (N,) rad (NaN: no RV insertion angle for that sample, see
-  `LaMoDTask.segmental`). Each sample's `frames` frames are `frame_indices` of its own
+  `LaMoDTask.segmental`). Each sample's `frames` frames are `dense.frame_indices` of its own
   frame count (samples and splits may differ: DENSE 40, cine 25; a shorter sequence
   repeats its nearest frames, logged); frame 0 (the reference of every pair and of the
   Lagrangian label) is always the first."""
@@ -189,7 +179,7 @@ def load_split(folders, frames: int, reg_size: int, rv: dict) -> dict:
   ids, short = [], 0
   for folder in folders:
     s = dense.read_sample(folder)
-    idx = frame_indices(s.mask.shape[0], frames)
+    idx = dense.frame_indices(s.mask.shape[0], frames)
     short += int(s.mask.shape[0] < frames)
     support = np.any(s.displacement != 0, axis=(0, 1))
     out["masks"].append(s.mask[idx].astype(np.float32))
@@ -426,10 +416,14 @@ class LaMoDTask:
     metrics.update(diffusion_loss=l_diff, motion_loss=l_motion, regression_loss=l_base)
     return l_diff + self.config.diffusion.motion_weight * l_motion + l_base, metrics
 
+  def regress(self, params, masks):
+    """The regression baseline: masks (B, F, H, W) on the DENSE grid → displacement
+    (B, F−1, 2, H, W)."""
+    return _channels_first(self.model.apply(params, pairs(masks), method=networks.LaMoD.regress))
+
   def regression_loss(self, params, masks, disp, support):
     """l_baseline: masked squared error of the regression UNet on the DENSE-grid masks."""
-    u_b = _channels_first(self.model.apply(params, pairs(masks), method=networks.LaMoD.regress))
-    return masked_sq_error(u_b, disp, support)
+    return masked_sq_error(self.regress(params, masks), disp, support)
 
   # -- Inference -------------------------------------------------------------------
 
@@ -484,8 +478,7 @@ class LaMoDTask:
     u_reg = jax.vmap(jax.vmap(lambda v: epdiff.displacement(registration_lib.end_maps(
         v, self.reg_cfg, want_phi=True)[1])))(v0)          # u = φ₁ − id, Lagrangian
     u_reg = to_dense_grid(u_reg, self.dense_size)
-    u_b = _channels_first(self.model.apply(params, pairs(mask_seq),
-                                           method=networks.LaMoD.regress))
+    u_b = self.regress(params, mask_seq)
     sampler = self.config.sampling.sampler
     diag = self.diagnosis
     n = max(num_samples, diag.num_samples) if diagnosis else num_samples

@@ -147,25 +147,41 @@ TABLES = (
               "Default: 8 latent channels at 8² from the 32² registration grid, standardised "
               "per frame; LaMoD = the mean of 8 DDIM-10 samples from M = T. Equal parameters "
               "and budget: `\"--config.model.baseline_widths=(36, 72)\" "
-              "--config.pretrain.baseline=True` (291k parameters against LaMoD's 282k, 900 "
+              "--config.pretrain.baseline=True` (291k parameters against LaMoD's 282k, 1,500 "
               "steps). Cine: `configs/lamod_dense.py:cine` (segmental Ecc is the headline; "
               "EPE against the DENSE contour is approximate). docs/lamod.md#diagnosis.",
               group_rows=(
                   ("default", "registration", "registration only (φ₁ − id)"),
-                  ("default", "regression", "direct regression, 15k params, 600 steps"),
-                  ("bw36pre", "regression", "direct regression, 291k params, 900 steps"),
+                  ("default", "regression", "direct regression, 15k params, 1,200 steps"),
+                  ("bw36pre", "regression", "direct regression, 291k params, 1,500 steps"),
                   ("default", "clean_latent", "D_η(z): clean latent, no diffusion"),
                   ("default", "lamod_ddpm", "LaMoD, DDPM (Eq. 8), mean of 8"),
                   ("default", "lamod", "LaMoD, DDIM-10, mean of 8 (default)"),
                   ("default", "lamod_one", "LaMoD, DDIM-10, one sample"),
-                  ("position", "lamod_mean8", "LaMoD, z standardised per position"),
-                  ("position", "clean_latent", "D_η(z), z standardised per position"),
-                  ("z16", "lamod_mean8", "LaMoD, 16 channels at 16², per position"),
-                  ("z16", "clean_latent", "D_η(z), 16 channels at 16², per position"),
                   ("cine", "lamod", "cine test: LaMoD"),
                   ("cine", "clean_latent", "cine test: D_η(z)"),
                   ("cine", "regression", "cine test: direct regression (15k)"),
                   ("cine", "registration", "cine test: registration only"))),
+    SeedTable("lamod_exploration", "LaMoD at the old budget (900 steps: 300 registration + "
+              "600 joint), one change each (issue 17): test split, seed 42", "lamod_dense-v900", (
+                  Column("D_η(z) EPE", "test/clean_latent/epe", ".3f"),
+                  Column("D_η(z) seg. Ecc", "test/clean_latent/segmental_ecc_mae", ".4f"),
+                  Column("LaMoD EPE, mean of 8", "test/lamod_mean8/epe", ".3f"),
+                  Column("LaMoD seg. Ecc, mean of 8", "test/lamod_mean8/segmental_ecc_mae", ".4f"),
+                  Column("LaMoD EPE, one", "test/lamod_one/epe", ".3f"),
+                  Column("registration EPE", "test/registration/epe", ".3f"),
+                  Column("regression EPE", "test/regression/epe", ".3f")),
+              "Each run: `python -m launch.train --config=configs/lamod_dense.py "
+              "--config.num_steps=900 --config.eval_every=900` plus its change (the per-position "
+              "rows: `--config.model.latent_norm=position`).",
+              rows=(("position", "z per position (the default before)"),
+                    ("frame", "z per frame (the default's latent)"),
+                    ("z16", "per position, 16 channels at 16² (`model.latent=16`, "
+                            "`model.reg_widths=(16,)`)"),
+                    ("dec64", "per position, D_η widths (64, 32)"),
+                    ("reg48", "per frame, 48² registration grid (12² latent)"),
+                    ("unfrozen", "per frame, E_R trained on (`pretrain.freeze=False`)"),
+                    ("bw36pre", "per position, regression 291k params over 900 steps"))),
     SummaryTable(
         "segmentation_seeds", "Partial-label segmentation, inter-domain (`configs/seg_partial.py:"
         "inter`, U-Net): test Dice, mean ± SD over seeds", "seg_inter", _SEG_COLUMNS,

@@ -88,7 +88,7 @@ def test_cine_shorter_than_data_frames_repeats_nearest_frames(tasks, cache, tmp_
   task = task_lib.LaMoDTask(config, str(tmp_path))
   arr = task.data["test"]
   assert arr["masks"].shape[1] == 30 and arr["disp"].shape[1] == 29
-  idx = task_lib.frame_indices(25, 30)
+  idx = dense.frame_indices(25, 30)
   s = dense.read_sample(task.root / "data" / "test_cine" / arr["ids"][0])
   np.testing.assert_array_equal(arr["masks"][0], s.mask[idx])
   np.testing.assert_array_equal(arr["disp"][0], s.displacement[idx[1:]])

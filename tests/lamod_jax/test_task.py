@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cardiac_data import dense
 from configs import lamod_dense
 from lamod_jax import epdiff
 from lamod_jax import task as task_lib
@@ -33,14 +34,14 @@ def test_translation_resampled_to_the_dense_grid():
 
 
 def test_frame_indices_and_pairs():
-  np.testing.assert_array_equal(task_lib.frame_indices(40, 4), [0, 13, 26, 39])
-  np.testing.assert_array_equal(task_lib.frame_indices(25, 8), [0, 3, 7, 10, 14, 17, 21, 24])
+  np.testing.assert_array_equal(dense.frame_indices(40, 4), [0, 13, 26, 39])
+  np.testing.assert_array_equal(dense.frame_indices(25, 8), [0, 3, 7, 10, 14, 17, 21, 24])
   # A shorter sequence (a 25-frame cine scan under `full`'s 40): nearest frames repeat.
-  up = task_lib.frame_indices(25, 40)
+  up = dense.frame_indices(25, 40)
   assert up[0] == 0 and up[-1] == 24 and set(up) == set(range(25))
   assert np.all(np.diff(up) >= 0) and np.all(np.abs(up - np.arange(40) * 24 / 39) <= 0.5)
   with pytest.raises(ValueError, match="config.data.frames"):
-    task_lib.frame_indices(8, 1)
+    dense.frame_indices(8, 1)
   seq = jnp.arange(2 * 3 * 2 * 2, dtype=jnp.float32).reshape(2, 3, 2, 2)
   p = np.asarray(task_lib.pairs(seq))
   assert p.shape == (2, 2, 2, 2, 2)

@@ -87,6 +87,26 @@ def test_seed_table_groups_runs_by_label_with_mean_and_sd(tmp_path):
   assert results.metric_value({"a": {}}, "a>b>c") is None
 
 
+def test_seed_table_group_rows_show_several_groups_of_each_run(tmp_path):
+  """`group_rows` (label, group, name): rows taken from metric groups of the same runs
+  (LaMoD's diagnosis), the column keys formatted with the group, mean ± SD over seeds."""
+  for name, base in {"lamod_dense_seed42": 1.0, "lamod_dense_seed43": 3.0,
+                     "lamod_dense-cine_seed42": 10.0, "lamod_dense-x_seed42": 50.0}.items():
+    run = tmp_path / "results" / name
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(
+        {"test/lamod/epe": base, "test/regression/epe": base + 0.5}))
+  runs = results.load_runs(tmp_path / "results")
+  table = results.SeedTable("t", "T", "lamod_dense", (results.Column("EPE", "test/{group}/epe"),),
+                            group_rows=(("default", "regression", "regression"),
+                                        ("default", "lamod", "LaMoD"),
+                                        ("cine", "lamod", "cine LaMoD")))
+  rows = [line.split(" | ") for line in results.render_table(table, runs).splitlines()
+          if line.startswith("| ") and not line.startswith("| method")]
+  assert rows == [["| regression", "2", "2.50 ± 1.41 |"], ["| LaMoD", "2", "2.00 ± 1.41 |"],
+                  ["| cine LaMoD", "1", "10.00 |"]]
+
+
 def test_blocks_in_docs_pages_are_filled(tmp_path):
   (tmp_path / "results").mkdir()
   (tmp_path / "docs").mkdir()
