@@ -98,7 +98,11 @@ def get_config(arg: str | None = None):
   c.diffusion = ml_collections.ConfigDict(dict(
       num_steps=100, beta_start=1.5e-4, beta_end=3e-2,
       noise_size=3, noise_sigma=3.0, unit_variance=False,   # K(ε) of the published code.
-      motion_weight=1e-2,            # α of l_diffusion + α·l_motion.
+      # α of l_diffusion + α·l_motion (both means, per element and per myocardium pixel).
+      # 1 (the published code's α) was picked on validation over the paper's 1e-2 (its Eq. 10
+      # sums over pixels and frames; it grid-searched α): through 'x0' training l_motion
+      # steers ε_θ to latents D_η decodes well (docs/lamod.md#diagnosis).
+      motion_weight=1.0,
       training="x0"))                # or 'paper_code' (one ε̂ reused over the chain).
   c.sampling = ml_collections.ConfigDict(dict(
       sampler="ddim", steps=10, eta=0.0,
