@@ -43,9 +43,12 @@ def es_motion_plot(path, arr, preds, true_seg, patterns) -> None:
                            figsize=(2.4 * len(methods), 4.6 * len(cases)), squeeze=False)
   for row, i in enumerate(cases):
     es = int(np.argmin(np.nanmean(true_seg[i], axis=-1)))
-    support = arr["support"][i]
-    ys, xs = np.nonzero(support)
     for col, m in enumerate(methods):
+      # Truth on the label's support; predictions where they are strained and scored
+      # (`strain_support`: the cine mask under the cine protocol).
+      support = (arr["support"] if m == "truth"
+                 else arr.get("strain_support", arr["support"]))[i]
+      ys, xs = np.nonzero(support)
       u = (arr["disp"] if m == "truth" else preds[m])[i, es] * support
       ecc, _ = strain.polar_strain(u, support)
       ax = axes[2 * row, col]
