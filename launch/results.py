@@ -150,7 +150,9 @@ TABLES = (
               "and budget: `\"--config.model.baseline_widths=(36, 72)\" "
               "--config.pretrain.baseline=True` (291k parameters against LaMoD's 282k, 1,500 "
               "steps). Cine: `configs/lamod_dense.py:cine` (segmental Ecc is the headline; "
-              "EPE against the DENSE contour is approximate). docs/lamod.md#diagnosis.",
+              "EPE against the DENSE contour is approximate). Every run writes these rows into "
+              "metrics.json; what they showed and what changed: "
+              "docs/lamod.md, section 'What the diagnosis shows'.",
               group_rows=(
                   ("default", "registration", "registration only (φ₁ − id)"),
                   ("default", "regression", "direct regression, 15k params, 1,200 steps"),
