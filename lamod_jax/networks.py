@@ -102,7 +102,7 @@ class Encoder(nn.Module):
   its norm is lost); 'none' leaves z as the projection gives it."""
   widths: Sequence[int]
   latent: int
-  norm: str = "frame"
+  norm: str                  # No default: config.model.latent_norm is the one source.
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -188,7 +188,7 @@ class LaMoD(nn.Module):
   decoder_widths: Sequence[int]
   baseline_widths: Sequence[int]
   dense_size: tuple[int, int]
-  latent_norm: str = "frame"
+  latent_norm: str           # Encoder.norm (config.model.latent_norm).
   baseline_pool: int = 1
   dtype: Any = jnp.float32
 

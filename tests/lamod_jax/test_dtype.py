@@ -21,6 +21,7 @@ METHODS = ("encode", "velocity", "eps", "motion", "regress")
 def tiny(dtype):
   return networks.LaMoD(reg_widths=(8,), latent=4, eps_widths=(8, 16), step_dim=8,
                         decoder_widths=(8,), baseline_widths=(8,), dense_size=(24, 24),
+                        latent_norm="frame",
                         dtype=dtype)
 
 
