@@ -9,12 +9,15 @@ count is fixed when JAX starts), interleaved over `--repeats` rounds so that mac
 noise hits every setting alike. The rate is the loop's own `steps_per_s`
 (WORKDIR/metrics.jsonl, one value per `log_every` window), median over the windows after
 the first (which includes compilation); evaluation and checkpoints are switched off.
-Settings compared (`SETTINGS`):
-  * before: the defaults (one CPU device, 2 grain workers);
-  * devices: one CPU device per core, 2 workers;
-  * in_process: one CPU device per core, batches made in the training process;
-  * auto: config.sharding.cpu_devices=0 (one device per core) and
-    config.data.worker_count=-1 (half the cores as grain workers), both opt-in.
+Settings compared (`SETTINGS`, overrides of the config's own defaults):
+  * before: the host settings every config had before issue 19 (one CPU device,
+    XLA:CPU's YNNPACK fusions on, 2 grain workers);
+  * default: the config as it is (configs/common.py: one CPU device per core;
+    configs/pediatric.py: YNNPACK fusions off);
+  * kernels: the default but one CPU device (the kernel choice alone);
+  * devices: the default but YNNPACK on (one device per core alone);
+  * auto_workers: the default with config.data.worker_count=-1 (half the cores);
+  * in_process: the default with batches made in the training process (0 workers).
 The train loss of the last window is reported per setting: the settings change
 scheduling, not the computation (equal up to float32 summation order).
 `run(...)` returns the numbers as a dict (for benchmarks/run_all.py).
@@ -32,10 +35,13 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SETTINGS = {
-    "before": ("--config.sharding.cpu_devices=1", "--config.data.worker_count=2"),
-    "devices": ("--config.sharding.cpu_devices=0", "--config.data.worker_count=2"),
-    "in_process": ("--config.sharding.cpu_devices=0", "--config.data.worker_count=0"),
-    "auto": ("--config.sharding.cpu_devices=0", "--config.data.worker_count=-1"),
+    "before": ("--config.sharding.cpu_devices=1", "--config.sharding.cpu_ynnpack=True",
+               "--config.data.worker_count=2"),
+    "default": (),
+    "kernels": ("--config.sharding.cpu_devices=1",),
+    "devices": ("--config.sharding.cpu_ynnpack=True",),
+    "auto_workers": ("--config.data.worker_count=-1",),
+    "in_process": ("--config.data.worker_count=0",),
 }
 
 
@@ -81,11 +87,11 @@ def run(config: str = "configs/pediatric.py", *, steps: int = 400, log_every: in
 def format_table(r: dict) -> str:
   lines = [f"training loop steps/s, {r['config']} ({r['steps']} steps), {r['device']}, "
            f"{r['cores']} usable cores",
-           f"{'setting':10s} {'steps/s':>8s} {'× before':>9s} {'last loss':>10s}  flags"]
+           f"{'setting':12s} {'steps/s':>8s} {'× before':>9s} {'last loss':>10s}  flags"]
   for name, row in r["results"].items():
     ratio = f"{row['over_before']:.2f}" if row["over_before"] else "n/a"
     loss = ", ".join(f"{x:.4f}" for x in row["losses"])
-    lines.append(f"{name:10s} {row['steps_per_s']:8.2f} {ratio:>9s} {loss:>10s}  "
+    lines.append(f"{name:12s} {row['steps_per_s']:8.2f} {ratio:>9s} {loss:>10s}  "
                  f"{' '.join(r['settings'][name])}")
   return "\n".join(lines)
 

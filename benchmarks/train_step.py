@@ -1,6 +1,7 @@
 """Training-step throughput (clips/s) of a task's config, and its model-FLOPs utilisation.
 
   python -m benchmarks.train_step --config=configs/pediatric.py [--config=...] [--steps=20]
+      [--profile]
 
 For each config: the task is built as `launch.train` builds it (on a small built-in
 cohort: `data.synthetic.num_subjects` is lowered when the config has it, which
@@ -10,7 +11,8 @@ donated `training.loop` train step is timed on one batch already on the devices
 that). Reported: compile seconds, steps/s and clips/s (median of `repeats`
 windows), and, from XLA's cost analysis of the compiled step, FLOPs per step and the
 model-FLOPs utilisation against the device's peak (known GPUs/TPUs only; the peak
-table is stated below, dense bf16).
+table is stated below, dense bf16). `--profile` adds where the step's time goes
+(`profile_summary`): busy time per XLA executor thread and per op kind.
 `run(...)` returns the numbers as a dict (for benchmarks/run_all.py).
 """
 from __future__ import annotations
@@ -70,13 +72,52 @@ def cpu_flops(fn, *args) -> float:
   return compiled_flops(jax.jit(fn).lower(*specs).compile().cost_analysis())
 
 
+#: Trace events of XLA's executor threads that are not ops (envelopes and markers).
+NOT_OPS = ("ThunkExecutor::", "ThreadpoolListener::", "end: ", "SlinkyThreadPool::Await")
+
+
+def profile_summary(run_once, steps: int = 5, top: int = 12) -> dict:
+  """Where a step's time goes: `run_once()` (one step, blocking) traced `steps` times with
+  `jax.profiler`, summed from the trace (`jax.profiler.ProfileData`). Returns
+  {"threads": {thread: busy ms per step}, "ops": [(op kind, ms per step), ...]}, the op
+  kind being the XLA op or fusion name without its number (e.g. 'ynn_fusion',
+  'transpose_copy_fusion'), over XLA's threads (on a CPU the client thread and the Eigen
+  pool, waits and rendezvous left out; on a GPU the device streams), the `top` largest
+  first."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  run_once()
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir):
+      for _ in range(steps):
+        run_once()
+    path, = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    data = jax.profiler.ProfileData.from_file(path)
+  threads, ops = collections.Counter(), collections.Counter()
+  for plane in data.planes:
+    for line in plane.lines:
+      if "XLA" not in line.name and not plane.name.startswith("/device:"):
+        continue          # Python's own line: the launches, not the work
+      for event in line.events:
+        if event.name.startswith(NOT_OPS) or "Wait" in event.name:
+          continue        # envelopes, thread-pool markers, waiting
+        threads[f"{plane.name} {line.name}"] += event.duration_ns
+        ops[re.sub(r"[.\d]+$", "", event.name)] += event.duration_ns
+  per_step = lambda ns: ns / 1e6 / steps
+  return dict(threads={k: per_step(v) for k, v in threads.most_common()},
+              ops=[(k, per_step(v)) for k, v in ops.most_common(top)])
+
+
 def _batch_size(batch) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   return int(jax.tree.leaves(batch)[0].shape[0])
 
 
 def bench_config(config_arg: str, *, steps: int = 20, repeats: int = 3,
-                 num_subjects: int = 40, dtype: str | None = None) -> dict:
+                 num_subjects: int = 40, dtype: str | None = None,
+                 profile: bool = False) -> dict:
   """Times the train step of one config; returns a row."""
   import jax  # pylint: disable=g-import-not-at-top
   from training import loop  # pylint: disable=g-import-not-at-top
@@ -116,6 +157,12 @@ def bench_config(config_arg: str, *, steps: int = 20, repeats: int = 3,
         state, metrics = compiled(state, batch)
       jax.block_until_ready(metrics)
       times.append((time.perf_counter() - t0) / steps)
+    if profile:
+      def run_once():
+        nonlocal state
+        state, out = compiled(state, batch)
+        jax.block_until_ready(out)
+      summary = profile_summary(run_once)
   sec = statistics.median(times)
   b = _batch_size(batch)
   device = jax.devices()[0]
@@ -125,18 +172,20 @@ def bench_config(config_arg: str, *, steps: int = 20, repeats: int = 3,
              flops_per_step=flops, model_dtype=config.get("model", {}).get("dtype"))
   if peak and flops:
     row["mfu"] = flops / sec / (peak * jax.device_count())
+  if profile:
+    row["profile"] = summary
   return row
 
 
 def run(configs=("configs/pediatric.py",), *, steps: int = 20, repeats: int = 3,
-        dtype: str | None = None) -> dict:
+        dtype: str | None = None, profile: bool = False) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from evaluation.devices import device_name  # pylint: disable=g-import-not-at-top
   rows = []
   for c in configs:
     if not os.path.exists(c.partition(":")[0]):
       continue
-    rows.append(bench_config(c, steps=steps, repeats=repeats, dtype=dtype))
+    rows.append(bench_config(c, steps=steps, repeats=repeats, dtype=dtype, profile=profile))
   return dict(device=device_name(), jax=jax.__version__, rows=rows)
 
 
@@ -149,6 +198,10 @@ def format_table(r: dict) -> str:
     lines.append(f"{row['config']:34s} {row['batch_size']:5d} {row['step_ms']:9.1f} "
                  f"{row['clips_per_s']:9.2f} {row['compile_s']:9.1f} "
                  f"{row['flops_per_step'] / 1e9:10.2f} {mfu:>6s}")
+    if "profile" in row:
+      busy = ", ".join(f"{ms:.1f}" for ms in row["profile"]["threads"].values())
+      lines.append(f"  profile: executor threads busy {busy} ms/step; by op kind, ms/step:")
+      lines += [f"    {ms:8.2f}  {name}" for name, ms in row["profile"]["ops"]]
   return "\n".join(lines)
 
 
@@ -158,11 +211,14 @@ def main():
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--dtype", default=None, help="model.dtype override, e.g. bfloat16")
+  parser.add_argument("--profile", action="store_true",
+                      help="also trace 5 steps (jax.profiler): busy time per executor "
+                           "thread and the largest op kinds")
   args = parser.parse_args()
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.FLAGS.mark_as_parsed()   # grain reads absl flags, which argparse never parses
   r = run(args.config or ["configs/pediatric.py"], steps=args.steps, repeats=args.repeats,
-          dtype=args.dtype)
+          dtype=args.dtype, profile=args.profile)
   print(format_table(r))
 
 

@@ -19,11 +19,14 @@ def base_config() -> ml_collections.ConfigDict:
       decay_rate=0.1, encoder_lr_mult=0.1, ema_decay=0.0))
   c.checkpoint = ml_collections.ConfigDict(dict(
       save_every=250, keep=2, best_metric="mae", best_mode="min"))
-  # Leaves of at least this many elements are split over the devices (FSDP style;
-  # 0 = parameters replicated); cpu_devices: JAX devices on the CPU backend, 1 = one
-  # device, 0 = one per core (dividing data.batch_size; its checkpoints then restore only
-  # on as many devices, and launch.predict / launch.sample run on one) (training/sharding.py).
-  c.sharding = ml_collections.ConfigDict(dict(shard_params_min_size=0, cpu_devices=1))
+  # shard_params_min_size: leaves of at least this many elements are split over the
+  # devices (FSDP style; 0 = parameters replicated); cpu_devices: JAX devices on the CPU
+  # backend, 0 = one per core (dividing data.batch_size; the batch's parts run side by
+  # side), n = n devices; cpu_ynnpack: XLA:CPU's YNNPACK fusions for dots, convolutions
+  # and reductions (False = XLA's own kernels, faster for the EF configs' per-frame CNN).
+  # Set by launch.train before JAX starts (training/sharding.py; docs/benchmarks.md).
+  c.sharding = ml_collections.ConfigDict(dict(shard_params_min_size=0, cpu_devices=0,
+                                              cpu_ynnpack=True))
   return c
 
 

@@ -34,6 +34,7 @@ def main(argv):
   logs.quiet_libraries()
   from training import sharding  # pylint: disable=g-import-not-at-top
   sharding.maybe_initialize_distributed()   # Before any other JAX call (multi-process runs).
+  sharding.configure_cpu_kernels(_CONFIG.value)   # XLA:CPU's kernels (config.sharding).
   sharding.configure_cpu_devices(_CONFIG.value)   # One CPU device per core (config.sharding).
   from training import loop  # Imported after flag parsing (JAX reads XLA_FLAGS on import).
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)

@@ -50,7 +50,10 @@ _write_each_array_once()
 def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          cleanup_tmp_directories=True)
-  return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
+  # Handlers named up front: item_metadata() then reads the state's array metadata
+  # (without them it returns None, and a restore falls back to the saved shardings).
+  return ocp.CheckpointManager(directory, options=options, item_handlers=dict(
+      state=ocp.StandardCheckpointHandler(), meta=ocp.JsonCheckpointHandler()))
 
 
 # Config fields that change the shapes or meaning of a checkpoint's state.

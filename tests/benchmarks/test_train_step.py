@@ -29,3 +29,23 @@ def test_cpu_flops_matches_the_compiled_count_on_cpu():
 def test_peak_table_lookup():
   assert train_step.peak_flops("NVIDIA H200") == 989e12
   assert train_step.peak_flops("cpu") is None
+
+
+def test_profile_summary_finds_the_ops_of_a_step():
+  """The traced op time of a step whose work is a chain of matmuls: the dot kind is
+  there, is the largest, and no executor thread is busier than the step's wall time."""
+  import time  # pylint: disable=g-import-not-at-top
+  x = jnp.ones((256, 256))
+  f = jax.jit(lambda x: jnp.tanh(x @ x @ x @ x))
+  run_once = lambda: jax.block_until_ready(f(x))
+  run_once()
+  t0 = time.perf_counter()
+  for _ in range(5):
+    run_once()
+  wall_ms = (time.perf_counter() - t0) / 5 * 1e3
+  summary = train_step.profile_summary(run_once, steps=5)
+  kinds = dict(summary["ops"])
+  assert summary["ops"] and summary["threads"]
+  dots = sum(ms for name, ms in kinds.items() if "dot" in name or "ynn_fusion" in name)
+  assert dots == max(dots, *kinds.values()) and dots > 0
+  assert max(summary["threads"].values()) < 3 * wall_ms

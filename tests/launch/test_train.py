@@ -47,6 +47,11 @@ def test_smoke_config_trains_and_writes_metrics(smoke_run):
   assert (workdir / "plots" / "test_scatter.png").exists()
   assert (workdir / "predictions.npz").exists()
   assert "patient" not in smoke_run.stderr.lower()
+  # The host settings of configs/common.py and pediatric.py reached the run.
+  assert "YNNPACK fusions off (config.sharding.cpu_ynnpack=False)" in smoke_run.stderr
+  from training import sharding  # pylint: disable=g-import-not-at-top
+  devices = sharding.auto_cpu_devices(8)     # cpu_devices=0: one per core, dividing batch 8
+  assert f"data parallel over {devices} devices" in smoke_run.stderr
 
 
 def test_unknown_config_field_is_a_clear_error(tmp_path, smoke_cache, monkeypatch):

@@ -71,6 +71,14 @@ def test_checkpoint_from_8_devices_restores_on_1(worker):
   assert len(leaves) == len(saved.files)
   for i, leaf in enumerate(leaves):
     np.testing.assert_array_equal(np.asarray(leaf), saved[f"arr_{i}"])
+  # Without a template (launch.predict / launch.sample, config.model.pretrained): the
+  # arrays come back on this process's one CPU device.
+  ckpts = checkpoint_lib.Checkpoints(str(out / "ckpt"), keep=1)
+  arrays, _ = ckpts.restore_arrays("last")
+  ckpts.close()
+  for i, leaf in enumerate(jax.tree.leaves(arrays["params"])):
+    assert len(leaf.sharding.device_set) == 1
+    np.testing.assert_array_equal(np.asarray(leaf), saved[f"arr_{i}"])
 
 
 def test_batch_size_not_divisible_is_a_clear_error():
@@ -164,3 +172,47 @@ def test_configure_cpu_devices_follows_the_config(monkeypatch):
   cfg.sharding.cpu_devices = -1
   with pytest.raises(ValueError, match="config.sharding.cpu_devices=-1"):
     sharding.configure_cpu_devices(cfg)
+
+
+def test_configure_cpu_kernels_follows_the_config():
+  """config.sharding.cpu_ynnpack=False appends the YNNPACK switch to XLA_FLAGS (kept
+  flags kept); True, or the user's own setting of the switch, leaves XLA_FLAGS alone."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict(dict(sharding=dict(cpu_ynnpack=False)))
+  env = {}
+  assert sharding.configure_cpu_kernels(cfg, env)
+  assert env == {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  assert sharding.configure_cpu_kernels(cfg, env)
+  assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=8",
+                                      "--xla_cpu_experimental_ynn_fusion_type="]
+  env = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=individual_dot"}
+  assert not sharding.configure_cpu_kernels(cfg, env)
+  assert env == {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=individual_dot"}
+  cfg.sharding.cpu_ynnpack = True
+  env = {}
+  assert not sharding.configure_cpu_kernels(cfg, env) and env == {}
+
+
+def test_cpu_ynnpack_switch_reaches_xla():
+  """In a fresh process, the XLA_FLAGS that configure_cpu_kernels writes take the
+  YNNPACK fusion out of a compiled convolution that XLA's default gives to YNNPACK."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  code = ("import jax, jax.numpy as jnp\n"
+          "x, w = jnp.ones((8, 32, 32, 16)), jnp.ones((3, 3, 16, 32))\n"
+          "conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(\n"
+          "    x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')))\n"
+          "print('__ynn_fusion' in conv.lower(x, w).compile().as_text())\n")
+  found = {}
+  for on in (True, False):
+    env = launcher_env(1)
+    env["XLA_FLAGS"] = " ".join(f for f in env["XLA_FLAGS"].split() if sharding.YNN_FLAG not in f)
+    sharding.configure_cpu_kernels(
+        ml_collections.ConfigDict(dict(sharding=dict(cpu_ynnpack=on))), env)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found[on] = proc.stdout.strip().splitlines()[-1]
+  assert found[False] == "False"
+  if found[True] != "True":
+    pytest.skip("this XLA:CPU gives the convolution to no YNNPACK fusion by default")
