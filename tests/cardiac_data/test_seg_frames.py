@@ -131,6 +131,7 @@ def _mix_unity_schemas(root: pathlib.Path) -> dict:
   return expect
 
 
+@pytest.mark.slow   # trains through the loop
 def test_train_from_mixed_real_layouts(tmp_path):
   """CAMUS NIfTI, EchoNet-Dynamic and -Pediatric tracings, Unity in both schemas: a few
   training steps, with each image's label set from its reader."""

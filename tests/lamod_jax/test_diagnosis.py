@@ -56,6 +56,7 @@ def latent(task, params, split="test"):
                           method=networks.LaMoD.encode)
 
 
+@pytest.mark.slow   # uses the module fixture `run`: a LaMoD smoke training
 def test_groups_exist_and_are_finite(run):
   task, out = run["task"], run["final"]
   assert task.diagnosis.groups() == GROUPS
@@ -70,6 +71,7 @@ def test_groups_exist_and_are_finite(run):
   assert os.path.getsize(os.path.join(run["workdir"], "plots", "test_diagnosis.png")) > 1000
 
 
+@pytest.mark.slow   # uses the module fixture `run`: a LaMoD smoke training
 def test_clean_latent_is_the_decoded_registration_latent(run):
   """clean_latent = D_η(E_R(pairs)), no diffusion; its EPE is Σ mask‖Δu‖ / Σ mask."""
   task, params = run["task"], run["params"]
@@ -83,6 +85,7 @@ def test_clean_latent_is_the_decoded_registration_latent(run):
       np.sum(mask * err) / np.sum(mask), rel=1e-5)
 
 
+@pytest.mark.slow   # uses the module fixture `run`: a LaMoD smoke training
 def test_lamod_one_is_the_lamod_group_with_one_ddim_sample(run):
   """sampling.num_samples = 1, sampler = ddim: lamod_one and lamod_ddim score as `lamod`,
   and as the `lamod` of a periodic evaluation (no diagnosis in its program)."""
@@ -96,6 +99,7 @@ def test_lamod_one_is_the_lamod_group_with_one_ddim_sample(run):
         run["params"], "test", run["key"])[m], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow   # uses the module fixture `run`: a LaMoD smoke training
 def test_mean_of_n_is_the_mean_of_n_single_samples(run):
   """lamod_mean3 = mean over k < 3 of D_η(ẑ0) with ẑ0 = sample_latent(fold_in(key, k)) on
   all test cases at once (case ids 0..N−1); lamod_one is the k = 0 sample."""
@@ -110,6 +114,7 @@ def test_mean_of_n_is_the_mean_of_n_single_samples(run):
   np.testing.assert_allclose(run["preds"]["lamod_one"], samples[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow   # uses the module fixture `run`: a LaMoD smoke training
 def test_sampler_group_is_a_run_with_that_sampler(run, tmp_path):
   """lamod_ddpm of a DDIM-configured task = `lamod` of the task configured with the
   ancestral DDPM chain (Eq. 8), same key; and it differs from DDIM."""
@@ -119,6 +124,7 @@ def test_sampler_group_is_a_run_with_that_sampler(run, tmp_path):
   assert not np.allclose(ref, run["preds"]["lamod_ddim"], atol=1e-3)
 
 
+@pytest.mark.slow   # uses the module fixture `run`: a LaMoD smoke training
 def test_parameter_counts(run):
   p = run["params"]["params"]
   size = lambda m: sum(int(np.size(x)) for x in jax.tree.leaves(p[m]))  # noqa: E731
@@ -133,6 +139,7 @@ def test_parameter_counts(run):
       + expected["regression"] - size("reg_encoder")
 
 
+@pytest.mark.slow   # uses the module fixture `run`: a LaMoD smoke training
 def test_disabled_diagnosis_adds_nothing(run, tmp_path):
   config = smoke_config()
   config.diagnosis.enabled = False
@@ -196,6 +203,7 @@ def test_latent_16_on_a_48_grid(tmp_path):
   assert all(np.isfinite(out[f"{m}/epe"]) for m in task_lib.METHODS)
 
 
+@pytest.mark.slow   # trains through the loop
 def test_pretrain_baseline_trains_the_baseline_from_step_one(tmp_path):
   """pretrain.baseline: the registration phase's batch carries the baseline's labels and a
   step moves the registration net and the baseline (config.optim over all num_steps),
