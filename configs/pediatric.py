@@ -7,9 +7,9 @@ cohort by default).
   python -m launch.train --config=configs/pediatric.py:full \\
       --config.data.root=/data/pediatric_echo_avi --config.data.test_fold=3
 
-Variants (after the colon, comma-separated): '' (default, CPU-sized: 16.6 minutes
-from a fresh clone, pip install included, on 2 cores shared with other runs at load
-4–6; 3,000 steps at 5.2 steps/s there, ~8 steps/s alone), 'smoke' (a minute), 'full' (the paper's setting for
+Variants (after the colon, comma-separated): '' (default, CPU-sized: 8.0 minutes
+from a fresh clone on a quiet 2-core CPU, pip install and cohort generation included;
+3,000 steps at 10.5 steps/s), 'smoke' (a minute), 'full' (the paper's setting for
 accelerators: UniFormer-S pretrained by CoReEcho on EchoNet-Dynamic, fine-tuned at 0.1×
 the rate, 112², bfloat16, 50 epochs; convert the weights once, nothing is downloaded:
   python -m launch.import_weights --format=coreecho_uniformer \\
@@ -75,7 +75,7 @@ def get_config(arg: str | None = None):
   c.sweep = common.sweep("val/mae", "min", params=(
       "optim.lr=loguniform(2e-4, 3e-3)", "diffusion.aux_weight=uniform(0.25, 4.0)",
       "model.attr_dropout=uniform(0.0, 0.3)", "optim.weight_decay=loguniform(1e-6, 1e-3)"))
-  c.num_steps = 3000          # ~6–7 min of training on 2 CPU cores: the job fits 15 min.
+  c.num_steps = 3000          # ~5 min of training on 2 CPU cores: the job fits 15 min.
   c.eval_every = 1000
   c.checkpoint.save_every = 1000
 
