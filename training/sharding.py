@@ -98,9 +98,8 @@ def configure_cpu_kernels(config, env=None) -> bool:
   """`config.sharding.cpu_ynnpack=False` turns off XLA:CPU's YNNPACK library fusions
   (dots, convolutions, reductions) by appending `YNN_FLAG=` to XLA_FLAGS, so XLA's own
   kernels and fused loops run them. For the per-frame CNN of the EF configs this is
-  1.2–1.6× faster per train step on 2 x86 cores (YNNPACK's reductions over GroupNorm
-  groups and its small-channel convolutions are slow there; docs/benchmarks.md), while
-  the LaMoD and segmentation networks run faster with it on. Results move by float32
+  1.2–1.6× faster per train step on 2 x86 cores (the profile is in docs/benchmarks.md),
+  while the LaMoD and segmentation networks run faster with it on. Results move by float32
   summation order only. Call it before the first JAX computation (launch.train does):
   XLA reads XLA_FLAGS once. A YNN_FLAG already in XLA_FLAGS is the user's and is left
   alone. Returns True when the flag was added.
@@ -114,8 +113,8 @@ def configure_cpu_kernels(config, env=None) -> bool:
 
 
 def configure_cpu_devices(config) -> int | None:
-  """Sets how many CPU devices JAX creates (`config.sharding.cpu_devices`: 1 by default,
-  0 = `auto_cpu_devices` of config.data.batch_size), before the first JAX computation.
+  """Sets how many CPU devices JAX creates (`config.sharding.cpu_devices`: 0, the default,
+  = `auto_cpu_devices` of config.data.batch_size), before the first JAX computation.
 
   XLA:CPU runs one device's step on one thread plus a shared intra-op pool, which keeps
   ~1.2 of 2 cores busy for the small per-op work of a CPU-sized model; data parallelism
