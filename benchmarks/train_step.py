@@ -12,7 +12,10 @@ that). Reported: compile seconds, steps/s and clips/s (median of `repeats`
 windows), and, from XLA's cost analysis of the compiled step, FLOPs per step and the
 model-FLOPs utilisation against the device's peak (known GPUs/TPUs only; the peak
 table is stated below, dense bf16). `--profile` adds where the step's time goes
-(`profile_summary`): busy time per XLA executor thread and per op kind.
+(`profile_summary`): busy time per XLA executor thread and per op kind. One process
+times every config, so `config.sharding` (device count, YNNPACK) is not applied: the
+process's own XLA_FLAGS decide, e.g. XLA_FLAGS="--xla_force_host_platform_device_count=2
+--xla_cpu_experimental_ynn_fusion_type=" for the pediatric defaults.
 `run(...)` returns the numbers as a dict (for benchmarks/run_all.py).
 """
 from __future__ import annotations
