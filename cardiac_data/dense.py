@@ -48,21 +48,32 @@ def _load(path: pathlib.Path, key: str) -> np.ndarray:
   return np.asarray(data[key])
 
 
+def _read_input(folder: pathlib.Path) -> np.ndarray:
+  mask = _load(folder / "input.mat", "input")
+  if mask.ndim != 4 or mask.shape[0] != 1:
+    raise DataFormatError(folder / "input.mat", f"'input' must be (1, H, W, T), got {mask.shape}")
+  if not np.all(np.isin(mask, (0, 1))):
+    raise DataFormatError(folder / "input.mat", "mask values must be 0 or 1")
+  return mask
+
+
+def read_mask(folder) -> np.ndarray:
+  """The input.mat mask sequence (T, H, W) uint8 of one sample folder, label.mat not read
+  (it may be absent: unlabelled cine scans for registration pre-training)."""
+  return np.transpose(_read_input(pathlib.Path(folder))[0], (2, 0, 1)).astype(np.uint8)
+
+
 def read_sample(folder) -> DenseSample:
   """Reads input.mat and label.mat of one sample folder, with shape and value checks."""
   folder = pathlib.Path(folder)
-  mask = _load(folder / "input.mat", "input")
+  mask = _read_input(folder)
   label = _load(folder / "label.mat", "label")
-  if mask.ndim != 4 or mask.shape[0] != 1:
-    raise DataFormatError(folder / "input.mat", f"'input' must be (1, H, W, T), got {mask.shape}")
   if label.ndim != 4 or label.shape[0] != 2:
     raise DataFormatError(folder / "label.mat",
                           f"'label' must be (2, H, W, T), got {label.shape}")
   if label.shape[1:] != mask.shape[1:]:
     raise DataFormatError(folder, f"label grid {label.shape[1:]} differs from input grid "
                           f"{mask.shape[1:]} (H, W, T)")
-  if not np.all(np.isin(mask, (0, 1))):
-    raise DataFormatError(folder / "input.mat", "mask values must be 0 or 1")
   if not np.all(np.isfinite(label)):
     raise DataFormatError(folder / "label.mat", "non-finite displacement")
   return DenseSample(folder.name, np.transpose(mask[0], (2, 0, 1)).astype(np.uint8),

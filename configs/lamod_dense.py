@@ -118,7 +118,11 @@ def get_config(arg: str | None = None):
   # Registration pre-training: its own optimiser (Adam, constant rate) for `steps`,
   # then E_R/D_R frozen (`freeze`) while config.optim trains the rest.
   # baseline: also train the regression baseline during this phase (see the docstring).
+  # extra_folders: folders under ROOT/data/ whose input masks (labels never read; label.mat
+  # may be absent) join the training split's in this phase. The paper trains registration
+  # on all cine and DENSE videos (§4.1): ('val', 'test', 'test_cine') on the built-in cohort.
   c.pretrain = ml_collections.ConfigDict(dict(steps=300, freeze=True, baseline=False,
+                                              extra_folders=(),
                                               optim=common.base_config().optim))
   c.pretrain.optim.update(name="adam", lr=2e-3, schedule="constant", warmup_steps=0)
   del c.pretrain.optim["ema_decay"], c.pretrain.optim["encoder_lr_mult"]   # Loop-wide only.

@@ -12,6 +12,9 @@ frame-0 mask (the cine protocol: cine masks differ from the DENSE contour the la
 on, so EPE there is approximate and segmental Ecc the headline; configs/lamod_dense.py:cine).
 
 Phases (one optimiser, `lamod_jax.phases`): steps 1..pretrain.steps train (E_R, D_R) on
+the training split's mask sequences, and with config.pretrain.extra_folders also on the
+input masks of those folders (labels never read: the paper trains registration on all
+cine and DENSE videos, §4.1; `pretrain_sequences`), by
   l_reg = mean over pairs of [½⟨Lv0, v0⟩ + 1/(2σ²)‖I⁰∘φ₁⁻¹ − I^τ‖²] / (H_r W_r)   (Eq. 1),
 with φ₁⁻¹ from EPDiff shooting (Eqs. 2–3, lamod_jax.registration.energy_terms; on the full
 grid, or in FLASH's Fourier band with config.registration.form='flash' and band_limit set,
@@ -45,6 +48,7 @@ import dataclasses
 import functools
 import math
 import os
+import pathlib
 
 from absl import logging
 import jax
@@ -197,6 +201,30 @@ def load_split(folders, frames: int, reg_size: int, rv: dict) -> dict:
   return arrays
 
 
+def pretrain_sequences(root, train_folders, extra_folders, frames: int,
+                       reg_size: int) -> np.ndarray:
+  """Registration-grid sequences (N, F, r, r) of the input masks in ROOT/data/<name>/ for
+  each name in `extra_folders` (config.pretrain.extra_folders), sample folders already in
+  `train_folders` or listed twice left out. Only input.mat is read (label.mat may be
+  absent); each sequence keeps `frames` frames as the training split's (frame 0 first)
+  and is resized from its own grid to `reg_size`."""
+  seen = {pathlib.Path(f).resolve() for f in train_folders}
+  out = []
+  for name in extra_folders:
+    if not name:
+      raise ValueError(f"config.pretrain.extra_folders: empty folder name in {extra_folders}")
+    for folder in dense.split_folders(root, name):
+      if folder.resolve() in seen:
+        continue
+      seen.add(folder.resolve())
+      mask = dense.read_mask(folder)
+      seq = mask[dense.frame_indices(mask.shape[0], frames)].astype(np.float32)
+      out.append(resize_masks(seq, reg_size))
+  if not out:
+    return np.zeros((0, frames, reg_size, reg_size), np.float32)
+  return np.stack(out)
+
+
 def fast_key(key):
   """An 'rbg' key seeded from a (threefry) key: parameter init and training noise draws
   of this task use it because XLA:CPU compiles threefry for these shapes several times
@@ -267,6 +295,14 @@ class LaMoDTask:
                                  seed=d.split_seed)
     self.data = {s: load_split(folders[s], d.frames, d.reg_size, rv)
                  for s in ("train", "val", "test")}
+    # Registration pre-training's sequences: the training split's, then the extra folders'.
+    extra = tuple(config.pretrain.get("extra_folders", ()))
+    extra_reg = pretrain_sequences(self.root, folders["train"], extra, d.frames, d.reg_size)
+    self.pretrain_reg = np.concatenate([self.data["train"]["reg"], extra_reg])
+    if extra:
+      logging.info("LaMoD registration pre-training: %d training + %d unlabelled sequences "
+                   "from data/{%s} (config.pretrain.extra_folders)",
+                   len(self.data["train"]["ids"]), len(extra_reg), ",".join(extra))
     for s, arr in self.data.items():
       no_rv = int(np.isnan(arr["rv"]).sum())
       logging.info("LaMoD %s: %d samples, %d frames%s", s, len(arr["ids"]), d.frames,
@@ -346,14 +382,24 @@ class LaMoDTask:
     return batch
 
   def train_batches(self, start_step: int):
+    """Global batches of training samples, drawn by a generator seeded with (seed, step);
+    this process gets its block (`sharded.host_block`). With pretrain.extra_folders the
+    registration phase draws its sequences from `pretrain_reg` (training + extra) by a
+    second draw (the baseline of pretrain.baseline keeps the labelled training samples)."""
     n = len(self.data["train"]["ids"])
+    n_pool = len(self.pretrain_reg)
     bs = self.config.data.batch_size
     step = start_step
     while True:
       step += 1
       rng = np.random.default_rng([self.config.seed, step])
       idx = rng.choice(n, size=bs, replace=n < bs)       # the global batch
-      yield self._batch("train", sharded.host_block(idx), phase=int(step > self.pretrain_steps))
+      phase = int(step > self.pretrain_steps)
+      batch = self._batch("train", sharded.host_block(idx), phase=phase)
+      if not phase and n_pool > n:
+        reg_idx = rng.choice(n_pool, size=bs, replace=n_pool < bs)
+        batch["reg"] = self.pretrain_reg[sharded.host_block(reg_idx)]
+      yield batch
 
   def registration(self, params, reg_seq):
     """(z, v0 (B, F−1, 2, r, r)) of E_R and D_R for mask sequences (B, F, r, r)."""

@@ -163,3 +163,55 @@ def test_strainnet_layout_trains_and_evaluates(tmp_path):
   for method in task_lib.METHODS:
     for name in ("epe", "segmental_ecc_mae", "global_peak_ecc_error"):
       assert np.isfinite(res[f"test/{method}/{name}"])
+
+
+def test_pretrain_extra_folders(tmp_path):
+  """config.pretrain.extra_folders: the registration phase also draws the input masks of
+  those folders (label.mat not read: removed here), each resized to the registration grid
+  as an independent scipy read + jax.image.resize gives; training-split folders named
+  again are left out; the baseline of pretrain.baseline and the joint phase keep the
+  labelled training samples; a missing folder is an error naming it."""
+  import scipy.io                                       # pylint: disable=g-import-not-at-top
+  from cardiac_data.synthetic import dense_writer       # pylint: disable=g-import-not-at-top
+  root = tmp_path / "dense"
+  dense_writer.write_dense(root, 12, seed=3, workers=1, size=32, frames=8)
+  cine = sorted((root / "data" / "test_cine").iterdir())
+  for folder in cine:
+    (folder / "label.mat").unlink()
+  config = lamod_dense.get_config("smoke")
+  config.data.root = str(root)
+  config.pretrain.update(steps=40, baseline=True, extra_folders=("train", "test_cine"))
+  config.num_steps = 42
+  task = task_lib.LaMoDTask(config, str(tmp_path))
+  train = task.data["train"]
+  n = len(train["ids"])
+  assert task.pretrain_reg.shape == (n + len(cine),) + train["reg"].shape[1:]
+  np.testing.assert_array_equal(task.pretrain_reg[:n], train["reg"])
+  for row, folder in zip(task.pretrain_reg[n:], cine):
+    m = scipy.io.loadmat(folder / "input.mat")["input"][0].astype(np.float32)   # (H, W, T)
+    t = np.round(np.linspace(0, m.shape[-1] - 1, config.data.frames)).astype(int)
+    want = jax.image.resize(np.moveaxis(m[..., t], -1, 0), (len(t), config.data.reg_size,
+                                                            config.data.reg_size), "linear")
+    np.testing.assert_allclose(row, want, atol=1e-6)
+
+  def rows_of(batch_rows, table):
+    flat = table.reshape(len(table), -1)
+    return [int(np.argmin(np.abs(flat - r.reshape(1, -1)).max(1))) for r in batch_rows]
+
+  batches = task.train_batches(0)
+  drawn = []
+  for _ in range(config.pretrain.steps):
+    b = next(batches)
+    assert "disp" not in b and b["baseline_disp"].shape[0] == b["reg"].shape[0]
+    drawn += rows_of(b["reg"], task.pretrain_reg)
+    assert all(np.abs(train["masks"][i] - m).max() == 0 for i, m in
+               zip(rows_of(b["masks"], train["masks"]), b["masks"]))
+  assert max(drawn) >= n and min(drawn) < n            # both training and extra sequences
+  joint = next(batches)
+  assert "disp" in joint
+  np.testing.assert_array_equal(
+      joint["reg"], train["reg"][rows_of(joint["masks"], train["masks"])])
+
+  config.pretrain.extra_folders = ("no_such_folder",)
+  with pytest.raises(dense.DataFormatError, match="no_such_folder"):
+    task_lib.LaMoDTask(config, str(tmp_path))
