@@ -33,8 +33,9 @@ multiple of the mesh size and splits its cases over the mesh (evaluation.sharded
 Final evaluation (`final=True`) with config.diagnosis.enabled adds, per split, the
 diagnosis groups (`Diagnosis.groups`, scored as the methods by `score`): clean_latent
 = D_η(z) (no diffusion), lamod_<sampler> per config.diagnosis.samplers (the `lamod`
-estimator with another chain), lamod_mean<N> / lamod_one (N samples averaged / one
-sample with sampling.sampler), and params/{lamod,registration,regression} counts
+estimator with another chain), lamod_start<m> per config.diagnosis.start_steps (the
+`lamod` estimator with its chain started at m), lamod_mean<N> / lamod_one (N samples
+averaged / one sample with sampling.sampler), and params/{lamod,registration,regression} counts
 (`param_counts`). config.pretrain.baseline trains the regression baseline from step 1
 (an equal training budget: num_steps steps, as LaMoD's networks together).
 
@@ -132,10 +133,13 @@ def check_grid(reg_size: int, reg_widths, eps_widths) -> None:
 @dataclasses.dataclass(frozen=True)
 class Diagnosis:
   """config.diagnosis, checked: the groups a final evaluation adds (`groups`).
-  `num_samples` N ≥ 2 of lamod_mean<N>; `samplers`: each gives lamod_<name>."""
+  `num_samples` N ≥ 2 of lamod_mean<N>; `samplers`: each gives lamod_<name>;
+  `start_steps`: each m gives lamod_start<m> (the chain started at m, z^(m) of Eq. 6;
+  checked against the schedule by LaMoDTask)."""
   enabled: bool = False
   num_samples: int = 8
   samplers: tuple[str, ...] = ()
+  start_steps: tuple[int, ...] = ()
 
   @classmethod
   def from_config(cls, config) -> "Diagnosis":
@@ -149,14 +153,18 @@ class Diagnosis:
     if int(d.num_samples) < 2:
       raise ValueError(f"config.diagnosis.num_samples={d.num_samples} must be ≥ 2 (the "
                        "mean of N samples; one sample is lamod_one)")
-    return cls(bool(d.enabled), int(d.num_samples), samplers)
+    starts = tuple(int(m) for m in d.get("start_steps", ()))
+    if len(set(starts)) != len(starts) or any(m < 0 for m in starts):
+      raise ValueError(f"config.diagnosis.start_steps={starts}: distinct steps m ≥ 0")
+    return cls(bool(d.enabled), int(d.num_samples), samplers, starts)
 
   def groups(self) -> tuple[str, ...]:
-    """Prediction groups, in table order: clean_latent, lamod_<sampler>…, lamod_mean<N>,
-    lamod_one (none when disabled)."""
+    """Prediction groups, in table order: clean_latent, lamod_<sampler>…,
+    lamod_start<m>…, lamod_mean<N>, lamod_one (none when disabled)."""
     if not self.enabled:
       return ()
     return ("clean_latent", *(f"lamod_{s}" for s in self.samplers),
+            *(f"lamod_start{m}" for m in self.start_steps),
             f"lamod_mean{self.num_samples}", "lamod_one")
 
 
@@ -335,6 +343,11 @@ class LaMoDTask:
       raise ValueError(f"config.sampling.sampler: {config.sampling.sampler!r} is not one "
                        f"of {SAMPLERS}")
     self.diagnosis = Diagnosis.from_config(config)
+    for field, steps in (("sampling.start_step", (self.start_step(),)),
+                         ("diagnosis.start_steps", self.diagnosis.start_steps)):
+      if any(not 0 <= m < self.schedule.num_steps for m in steps):
+        raise ValueError(f"config.{field}: {steps} outside 0..{self.schedule.num_steps - 1} "
+                         f"(diffusion.num_steps = {self.schedule.num_steps})")
     self.pretrain_baseline = bool(config.pretrain.get("baseline", False))
     self.pretrain_steps = int(config.pretrain.steps)
     if not 0 <= self.pretrain_steps < config.num_steps:
@@ -474,16 +487,18 @@ class LaMoDTask:
   # -- Inference -------------------------------------------------------------------
 
   def start_step(self) -> int:
+    """sampling.start_step, the chain's first index M − 1 (−1: T − 1, Alg. 1's M = T)."""
     s = int(self.config.sampling.start_step)
     return self.schedule.num_steps - 1 if s < 0 else s
 
-  def sample_latent(self, params, z, key, case_ids=None, sampler: str | None = None):
-    """ẑ0 from the registration latent z (Alg. 1): noise to M, then the reverse chain
-    `sampler` (None: sampling.sampler; 'ddpm' is the ancestral chain of Eq. 8 with the
-    smoothed noise σ_m K(γ)). `case_ids` (B,): each case's noise is keyed by its id
-    (`per_case_noise`); None = 0..B−1."""
+  def sample_latent(self, params, z, key, case_ids=None, sampler: str | None = None,
+                    start: int | None = None):
+    """ẑ0 from the registration latent z (Alg. 1): noise to `start` (None: sampling's,
+    `start_step`), then the reverse chain `sampler` (None: sampling.sampler; 'ddpm' is
+    the ancestral chain of Eq. 8 with the smoothed noise σ_m K(γ)). `case_ids` (B,):
+    each case's noise is keyed by its id (`per_case_noise`); None = 0..B−1."""
     s = self.config.sampling
-    m = self.start_step()
+    m = self.start_step() if start is None else int(start)
     if case_ids is None:
       case_ids = jnp.arange(z.shape[0])
     noise_fn = per_case_noise(self.noise_fn, jnp.asarray(case_ids, jnp.int32))
@@ -502,12 +517,14 @@ class LaMoDTask:
     """D_η: latent (B, F−1, h, w, C) → displacement (B, F−1, 2, H, W) on the DENSE grid."""
     return _channels_first(self.model.apply(params, z, method=networks.LaMoD.motion))
 
-  def lamod_samples(self, params, z, key, case_ids, sampler: str, n: int):
-    """(n, B, F−1, 2, H, W): D_η(ẑ0) of samples k = 0..n−1 by `sampler`, sample k drawn
-    with fold_in(key, k) (`sample_latent`); a `lax.map` over k (one chain compiled)."""
+  def lamod_samples(self, params, z, key, case_ids, sampler: str, n: int,
+                    start: int | None = None):
+    """(n, B, F−1, 2, H, W): D_η(ẑ0) of samples k = 0..n−1 by `sampler` from `start`,
+    sample k drawn with fold_in(key, k) (`sample_latent`); a `lax.map` over k (one chain
+    compiled)."""
     def one(k):
       return self.decode(params, self.sample_latent(params, z, jax.random.fold_in(key, k),
-                                                    case_ids, sampler))
+                                                    case_ids, sampler, start))
     return jax.lax.map(one, jnp.arange(n))
 
   def predict_batch(self, params, reg_seq, mask_seq, case_ids, key, num_samples: int,
@@ -536,6 +553,9 @@ class LaMoDTask:
       for name in diag.samplers:
         out[f"lamod_{name}"] = out["lamod"] if name == sampler else jnp.mean(
             self.lamod_samples(params, z, key, case_ids, name, num_samples), axis=0)
+      for m in diag.start_steps:
+        out[f"lamod_start{m}"] = out["lamod"] if m == self.start_step() else jnp.mean(
+            self.lamod_samples(params, z, key, case_ids, sampler, num_samples, m), axis=0)
       out[f"lamod_mean{diag.num_samples}"] = jnp.mean(us[:diag.num_samples], axis=0)
       out["lamod_one"] = us[0]
     return out

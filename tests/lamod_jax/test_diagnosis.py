@@ -20,14 +20,16 @@ from tests.lamod_jax.sharded_eval_worker import nonzero_params
 from training import loop
 from training import optim
 
-GROUPS = ("clean_latent", "lamod_ddpm", "lamod_ddim", "lamod_mean3", "lamod_one")
+GROUPS = ("clean_latent", "lamod_ddpm", "lamod_ddim", "lamod_start19", "lamod_start9",
+          "lamod_start6", "lamod_mean3", "lamod_one")
 
 
 def smoke_config(sampler: str = "ddim"):
   """The smoke config with one `sampler` sample for `lamod` and N = 3 in the diagnosis."""
   config = lamod_dense.get_config("smoke")
   config.sampling.update(sampler=sampler, num_samples=1)
-  config.diagnosis.update(enabled=True, num_samples=3, samplers=("ddpm", "ddim"))
+  config.diagnosis.update(enabled=True, num_samples=3, samplers=("ddpm", "ddim"),
+                          start_steps=(19, 9, 6))
   return config
 
 
@@ -125,6 +127,21 @@ def test_sampler_group_is_a_run_with_that_sampler(run, tmp_path):
 
 
 @pytest.mark.slow   # uses the module fixture `run`: a LaMoD smoke training
+def test_start_step_group_is_a_run_started_there(run, tmp_path):
+  """lamod_start<m> = `lamod` of the task configured with sampling.start_step = m, same
+  key (19 = −1: T − 1, Alg. 1's M = T); the smoke config's own start (9) is `lamod`
+  itself, and the three starts differ."""
+  np.testing.assert_array_equal(run["preds"]["lamod_start9"], run["preds"]["lamod"])
+  for m, start_step in ((6, 6), (19, -1)):
+    config = smoke_config()
+    config.sampling.start_step = start_step
+    ref = task_lib.LaMoDTask(config, str(tmp_path)).predict(run["params"], "test",
+                                                            run["key"])["lamod"]
+    np.testing.assert_allclose(run["preds"][f"lamod_start{m}"], ref, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(ref, run["preds"]["lamod"], atol=1e-3)
+
+
+@pytest.mark.slow   # uses the module fixture `run`: a LaMoD smoke training
 def test_parameter_counts(run):
   p = run["params"]["params"]
   size = lambda m: sum(int(np.size(x)) for x in jax.tree.leaves(p[m]))  # noqa: E731
@@ -158,20 +175,35 @@ def test_diagnosis_config():
   """Fields: samplers name the groups (distinct registered names), num_samples N ≥ 2
   names lamod_mean<N>; a config without the block has no diagnosis."""
   config = smoke_config()
-  config.diagnosis.update(samplers=("paper_code",), num_samples=5)
+  config.diagnosis.update(samplers=("paper_code",), num_samples=5, start_steps=())
   assert task_lib.Diagnosis.from_config(config).groups() == (
       "clean_latent", "lamod_paper_code", "lamod_mean5", "lamod_one")
   config.diagnosis.samplers = ()
   assert task_lib.Diagnosis.from_config(config).groups() == (
       "clean_latent", "lamod_mean5", "lamod_one")
+  config.diagnosis.start_steps = (3, 0)
+  assert task_lib.Diagnosis.from_config(config).groups() == (
+      "clean_latent", "lamod_start3", "lamod_start0", "lamod_mean5", "lamod_one")
   for field, value in (("samplers", ("ddim", "ddim")), ("samplers", ("pf_ode",)),
-                       ("num_samples", 1)):
+                       ("num_samples", 1), ("start_steps", (3, 3)),
+                       ("start_steps", (-1,))):
     bad = smoke_config()
     bad.diagnosis[field] = value
     with pytest.raises(ValueError, match=f"config.diagnosis.{field}"):
       task_lib.Diagnosis.from_config(bad)
   del config["diagnosis"]
   assert task_lib.Diagnosis.from_config(config) == task_lib.Diagnosis()
+
+
+def test_start_steps_outside_the_schedule(tmp_path):
+  """diagnosis.start_steps and sampling.start_step must lie in 0..T − 1 (smoke: T = 20)."""
+  for field, value in (("diagnosis.start_steps", (20,)), ("sampling.start_step", 20)):
+    bad = smoke_config()
+    bad.diagnosis.start_steps = ()
+    section, name = field.split(".")
+    bad[section][name] = value
+    with pytest.raises(ValueError, match=f"config.{field}"):
+      task_lib.LaMoDTask(bad, str(tmp_path))
 
 
 def test_registration_grid_check():
