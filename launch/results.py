@@ -144,25 +144,32 @@ TABLES = (
                   Column("EPE (px)", "test/{group}/epe", ".3f"),
                   Column("seg. Ecc MAE", "test/{group}/segmental_ecc_mae", ".4f"),
                   Column("global peak Ecc error", "test/{group}/global_peak_ecc_error", ".4f")),
-              "Default: 8 latent channels at 8² from the 32² registration grid, standardised "
-              "per frame; α = 1; LaMoD = the mean of 8 DDIM-10 samples from M = T. α = 1e-2: "
-              "`--config.diffusion.motion_weight=0.01` (α leaves the regression unchanged). Equal parameters "
-              "and budget: `\"--config.model.baseline_widths=(36, 72)\" "
-              "--config.pretrain.baseline=True` (291k parameters against LaMoD's 282k, 1,500 "
-              "steps). Cine: `configs/lamod_dense.py:cine` (segmental Ecc is the headline; "
-              "EPE against the DENSE contour is approximate). Every run writes these rows into "
-              "metrics.json; what they showed and what changed: "
-              "docs/lamod.md, section 'What the diagnosis shows'.",
+              "Default: 3,000 steps (300 registration + 2,700 joint); 8 latent channels at 8² "
+              "from the 32² registration grid, standardised per frame; α = 1; LaMoD = the mean "
+              "of 8 DDIM-10 samples, chains started at the midpoint z^(50) of T = 100 "
+              "(`sampling.start_step=49`; Alg. 1's M = T: `-1`). 1,500-step rows: the default "
+              "before (`--config.num_steps=1500 --config.sampling.start_step=-1`), α = 1e-2: "
+              "also `--config.diffusion.motion_weight=0.01`; the 291k regression: also "
+              "`\"--config.model.baseline_widths=(36, 72)\" --config.pretrain.baseline=True` "
+              "(291k parameters against LaMoD's 282k, trained from step 1). All videos: "
+              "`\"--config.pretrain.extra_folders=('val','test','test_cine')\"`. Cine: "
+              "`configs/lamod_dense.py:cine` (segmental Ecc is the headline; EPE against the "
+              "DENSE contour is approximate). What the rows show: docs/lamod.md, section "
+              "'What the diagnosis shows'.",
               group_rows=(
                   ("default", "registration", "registration only (φ₁ − id)"),
-                  ("default", "regression", "direct regression, 15k params, 1,200 steps"),
+                  ("default", "regression", "direct regression, 15k params (2,700 steps)"),
+                  ("s1500", "regression", "direct regression, 15k params, 1,500-step run (1,200)"),
                   ("bw36pre", "regression", "direct regression, 291k params, 1,500 steps"),
                   ("default", "clean_latent", "D_η(z): clean latent, no diffusion"),
-                  ("default", "lamod_ddpm", "LaMoD, DDPM (Eq. 8), mean of 8"),
-                  ("default", "lamod", "LaMoD, DDIM-10, mean of 8 (default)"),
-                  ("default", "lamod_one", "LaMoD, DDIM-10, one sample"),
-                  ("alpha0.01", "clean_latent", "α = 1e-2 (the paper's value): D_η(z)"),
-                  ("alpha0.01", "lamod", "α = 1e-2: LaMoD, DDIM-10, mean of 8"),
+                  ("default", "lamod_start99", "LaMoD from M = T (Alg. 1), DDIM-10, mean of 8"),
+                  ("default", "lamod_ddpm", "LaMoD, DDPM (Eq. 8) from the midpoint, mean of 8"),
+                  ("default", "lamod", "LaMoD, DDIM-10 from the midpoint, mean of 8 (default)"),
+                  ("default", "lamod_one", "LaMoD, DDIM-10 from the midpoint, one sample"),
+                  ("all", "lamod", "E_R on all videos (§4.1): LaMoD"),
+                  ("s1500", "clean_latent", "1,500 steps: D_η(z)"),
+                  ("s1500", "lamod", "1,500 steps: LaMoD from M = T (the default before)"),
+                  ("alpha0.01", "lamod", "1,500 steps, α = 1e-2: LaMoD from M = T"),
                   ("cine", "lamod", "cine test: LaMoD"),
                   ("cine", "regression", "cine test: direct regression (15k)"))),
     SeedTable("lamod_exploration", "LaMoD at the old budget (900 steps: 300 registration + "
