@@ -159,7 +159,7 @@ TABLES = (
               group_rows=(
                   ("default", "registration", "registration only (φ₁ − id)"),
                   ("default", "regression", "direct regression, 15k params (2,700 steps)"),
-                  ("s1500", "regression", "direct regression, 15k params, 1,500-step run (1,200)"),
+                  ("s1500", "regression", "direct regression, 15k params, 1,200 steps (1,500-step runs)"),
                   ("bw36pre", "regression", "direct regression, 291k params, 1,500 steps"),
                   ("default", "clean_latent", "D_η(z): clean latent, no diffusion"),
                   ("default", "lamod_start99", "LaMoD from M = T (Alg. 1), DDIM-10, mean of 8"),
