@@ -73,11 +73,11 @@ def test_sharded_predictions_equal_one_device(worker, sampler, method):
 
 @pytest.mark.slow
 def test_sharded_diagnosis_equals_one_device(worker):
-  """The final evaluation's diagnosis groups (clean latent, DDPM and DDIM chains, mean of
-  N and one sample) on 8 devices equal one device's."""
+  """The final evaluation's diagnosis groups (clean latent, DDPM and DDIM chains, the
+  chain from M = T, mean of N and one sample) on 8 devices equal one device's."""
   groups = worker["diagnosis"]
   assert set(groups) == {*task_lib.METHODS, "clean_latent", "lamod_ddpm", "lamod_ddim",
-                         "lamod_mean2", "lamod_one"}
+                         "lamod_start19", "lamod_mean2", "lamod_one"}
   for g, r in groups.items():
     assert r["shape"][0] == 8 and r["scale"] > 0.5, g
     assert r["diff_8"] < 1e-5 * max(r["scale"], 1.0), g
