@@ -107,7 +107,7 @@ def get_config(arg: str | None = None):
       training="x0"))                # or 'paper_code' (one ε̂ reused over the chain).
   c.sampling = ml_collections.ConfigDict(dict(
       sampler="ddim", steps=10, eta=0.0,
-      num_samples=8,                 # LaMoD's estimate: the mean of 8 (one: EPE 0.140 vs 0.126).
+      num_samples=8,                 # LaMoD's estimate: the mean of 8 (one: EPE 0.126 vs 0.124).
       # The chain starts at z^(m), m = start_step + 1 (Eq. 6); −1 = T − 1, Alg. 1's M = T.
       # From M = T (√ᾱ_T ≈ 0.47) the mean of 8 samples is biased away from D_η(z) (32 do
       # no better); from the midpoint (the published inference noises to a uniformly random

@@ -34,7 +34,7 @@ Final evaluation (`final=True`) with config.diagnosis.enabled adds, per split, t
 diagnosis groups (`Diagnosis.groups`, scored as the methods by `score`): clean_latent
 = D_η(z) (no diffusion), lamod_<sampler> per config.diagnosis.samplers (the `lamod`
 estimator with another chain), lamod_start<m> per config.diagnosis.start_steps (the
-`lamod` estimator with its chain started at m), lamod_mean<N> / lamod_one (N samples
+`lamod` estimator with its chain started at z^(m+1)), lamod_mean<N> / lamod_one (N samples
 averaged / one sample with sampling.sampler), and params/{lamod,registration,regression} counts
 (`param_counts`). config.pretrain.baseline trains the regression baseline from step 1
 (an equal training budget: num_steps steps, as LaMoD's networks together).
@@ -134,7 +134,7 @@ def check_grid(reg_size: int, reg_widths, eps_widths) -> None:
 class Diagnosis:
   """config.diagnosis, checked: the groups a final evaluation adds (`groups`).
   `num_samples` N ≥ 2 of lamod_mean<N>; `samplers`: each gives lamod_<name>;
-  `start_steps`: each m gives lamod_start<m> (the chain started at m, z^(m) of Eq. 6;
+  `start_steps`: each m gives lamod_start<m> (the chain started at z^(m+1) of Eq. 6;
   checked against the schedule by LaMoDTask)."""
   enabled: bool = False
   num_samples: int = 8
